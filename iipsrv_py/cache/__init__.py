@@ -1,0 +1,1 @@
+"""Bounded, optional caches: in-process LRUs and (optionally) memcached."""

@@ -1,0 +1,39 @@
+"""A worker's open images: identifier -> location -> opened source.
+
+Opening a pyramid (parsing IFDs, building decoders) is the expensive part of a metadata
+request, so opened sources are kept in an LRU of MAX_METADATA_CACHE_SIZE entries.  Every use
+revalidates the entry against a fresh stat of the file (one syscall), so a replaced or
+rewritten file is reopened, never served stale.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .cache.lru import LRUCache
+from .sources.base import ImageSource
+from .sources.registry import open_source
+from .storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Catalog:
+    def __init__(self, storage: Storage, max_images: int) -> None:
+        self.storage = storage
+        self._images: LRUCache[ImageSource] = LRUCache(max_items=max_images)
+
+    def open(self, identifier: str) -> ImageSource:
+        location = self.storage.locate(identifier)
+        identity = self.storage.identity(location)
+        source = self._images.get(location)
+        if source is not None:
+            if source.identity == identity:
+                return source
+            log.info("image changed on storage, reopening: %s", location)
+        source = open_source(self.storage.open(location, identity))
+        self._images.put(location, source)
+        return source
+
+    def clear(self) -> None:
+        self._images.clear()

@@ -1,0 +1,126 @@
+"""Command line: ``iipsrv-py [--bind ADDR | --http HOST:PORT | --debug] [--workers N] ...``"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import sys
+
+from . import __version__
+from . import log as logsetup
+from .settings import Settings, SettingsError, from_environ
+
+log = logging.getLogger("iipsrv_py")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iipsrv-py",
+        description="IIPImage-compatible image server (IIP, IIIF, DeepZoom, Zoomify). "
+        "Configured by iipsrv's environment variables; see the README.",
+    )
+    front = parser.add_mutually_exclusive_group()
+    front.add_argument(
+        "--bind",
+        metavar="ADDR",
+        help="serve FastCGI on HOST:PORT, :PORT (all interfaces) or a unix socket path. "
+        "Without --bind, --http or --debug, fd 0 must be a listening socket (spawn-fcgi, mod_fcgid)",
+    )
+    front.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve plain HTTP with gunicorn instead of FastCGI (default from HTTP_BIND)",
+    )
+    front.add_argument(
+        "--debug",
+        action="store_true",
+        help="read one request string per line of stdin, write each response body to ./iipsrv.debug",
+    )
+    parser.add_argument("--backlog", type=int, default=2048, metavar="N", help="listen backlog (default 2048)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes (default: WORKERS, else one per CPU; 1 when started on fd 0)",
+    )
+    parser.add_argument("--version", action="version", version=f"iipsrv-py {__version__}")
+    return parser
+
+
+def _raise_file_limit() -> None:
+    # Each cached image keeps its file open; the default soft limit of 1024 is too low for
+    # MAX_METADATA_CACHE_SIZE=1000 plus sockets.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def load_settings() -> Settings:
+    try:
+        settings, warnings = from_environ(os.environ)
+    except SettingsError as exc:
+        print(f"iipsrv-py: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logsetup.setup(settings)
+    for warning in warnings:
+        log.warning("configuration: %s", warning)
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    _raise_file_limit()
+
+    from . import server
+    from .app import Application
+
+    def make_app() -> Application:
+        return Application(settings)
+
+    if args.workers is not None and args.workers < 1:
+        print("iipsrv-py: --workers must be at least 1", file=sys.stderr)
+        return 2
+    workers = args.workers or settings.worker_count
+
+    if args.debug:
+        failures = server.run_debug(make_app(), sys.stdin)  # type: ignore[arg-type]
+        return 1 if failures else 0
+
+    http_bind = args.http or (settings.http_bind if not args.bind else "")
+    if http_bind:
+        log.warning("iipsrv-py %s serving HTTP on %s with %d workers", __version__, http_bind, workers)
+        server.serve_http(http_bind, workers, make_app, settings.verbosity)
+        return 0
+
+    if args.bind:
+        try:
+            sock = server.listen(args.bind, args.backlog)
+        except (OSError, ValueError) as exc:
+            print(f"iipsrv-py: cannot listen on {args.bind}: {exc}", file=sys.stderr)
+            return 2
+        log.warning("iipsrv-py %s serving FastCGI on %s", __version__, args.bind)
+    else:
+        inherited = server.inherited_socket()
+        if inherited is None:
+            print(
+                "iipsrv-py: no --bind, --http or --debug given and fd 0 is not a listening socket.\n"
+                "Start it with --bind HOST:PORT, --http HOST:PORT, or from spawn-fcgi / mod_fcgid.",
+                file=sys.stderr,
+            )
+            return 2
+        sock = inherited
+        # The process manager decides how many of us run: one worker each unless told.
+        workers = args.workers or settings.workers or 1
+        log.warning("iipsrv-py %s serving FastCGI on the inherited socket", __version__)
+    server.serve_fastcgi(sock, workers, make_app)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Output encoders, registered by name.
+
+Every encoder takes an H x W x C uint8 array (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) and an
+optional explicit quality (QLT); ``None`` means the format's configured default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model import Quality
+from ..settings import Settings
+from . import avif, jpeg, png, tiff, webp
+
+
+@dataclass(frozen=True)
+class Encoder:
+    name: str
+    mime: str
+    extension: str
+    encode: Callable[[np.ndarray, Quality, Settings], bytes]
+
+
+ENCODERS: dict[str, Encoder] = {
+    "jpeg": Encoder("jpeg", "image/jpeg", "jpg", jpeg.encode),
+    "png": Encoder("png", "image/png", "png", png.encode),
+    "webp": Encoder("webp", "image/webp", "webp", webp.encode),
+    "avif": Encoder("avif", "image/avif", "avif", avif.encode),
+    "tiff": Encoder("tiff", "image/tiff", "tif", tiff.encode),
+}
+
+
+def get(name: str) -> Encoder:
+    return ENCODERS[name]

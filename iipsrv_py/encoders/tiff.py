@@ -1,0 +1,50 @@
+"""TIFF output (tifffile).
+
+TIFF_COMPRESSION (or the ``comp:`` of ``QLT=comp:q``) chooses the codec inside the TIFF.
+Deflate and zstd use TIFF_QUALITY (or QLT) as their level; JPEG and WebP inside a TIFF use
+QLT when given, else JPEG_QUALITY / WEBP_QUALITY, since TIFF_QUALITY's default of 1 is a
+deflate level and would be an unusable JPEG quality.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import tifffile
+
+from ..model import Quality
+from ..settings import Settings
+from . import jpeg, webp
+from .bands import planes, without_alpha
+
+# TIFF_COMPRESSION numbers (0 none, 1 LZW, 2 deflate, 3 JPEG, 4 WebP, 5 zstd).
+BY_NUMBER = {0: "none", 1: "lzw", 2: "deflate", 3: "jpeg", 4: "webp", 5: "zstd"}
+_TIFFFILE_NAMES = {"none": None, "lzw": "lzw", "deflate": "zlib", "jpeg": "jpeg", "webp": "webp", "zstd": "zstd"}
+
+
+def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
+    name = quality.compression or BY_NUMBER[settings.tiff_compression]
+    data = planes(pixels)
+    args: dict[str, object] = {}
+    if name == "jpeg":
+        data = planes(without_alpha(pixels))
+        args["compressionargs"] = {"level": jpeg.level(quality, settings)}
+    elif name == "webp":
+        if data.ndim == 2:
+            data = np.repeat(data[:, :, None], 3, axis=2)
+        args["compressionargs"] = {"level": max(webp.level(quality, settings), 1)}
+    elif name in ("deflate", "zstd"):
+        level = settings.tiff_quality if quality.level is None else quality.level
+        args["compressionargs"] = {"level": min(max(level, 1), 9 if name == "deflate" else 22)}
+    bands = 1 if data.ndim == 2 else data.shape[2]
+    out = io.BytesIO()
+    tifffile.imwrite(
+        out,
+        data,
+        photometric="minisblack" if bands <= 2 else "rgb",
+        compression=_TIFFFILE_NAMES[name],
+        extrasamples=("unassalpha",) if bands in (2, 4) else None,
+        **args,  # type: ignore[arg-type]
+    )
+    return out.getvalue()

@@ -1,0 +1,22 @@
+"""WebP output; a quality below 1 (or -1) means lossless."""
+
+from __future__ import annotations
+
+import imagecodecs
+import numpy as np
+
+from ..model import Quality
+from ..settings import Settings
+from .bands import as_colour
+
+
+def level(quality: Quality, settings: Settings) -> int:
+    return settings.webp_quality if quality.level is None else min(quality.level, 100)
+
+
+def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
+    q = level(quality, settings)
+    data = np.ascontiguousarray(as_colour(pixels))
+    if q < 1:
+        return bytes(imagecodecs.webp_encode(data, level=100, lossless=True))
+    return bytes(imagecodecs.webp_encode(data, level=q))

@@ -1,0 +1,130 @@
+"""The one exception hierarchy and the one status table.
+
+Every failure a request can meet is one of these exceptions by the time it reaches the
+application's single error handler (``app.py``).  Third-party exceptions (tifffile,
+imagecodecs, OS errors) are translated where they are raised, at the sources/storage
+boundary, with ``raise ... from`` so the log keeps the cause.
+
+The text given to the constructor is what the client sees: it must never contain a server
+path or a stack trace.  Details for the log go in ``log_detail``.
+"""
+
+from __future__ import annotations
+
+# Reason phrases for every status this server sends.
+STATUS_TEXT: dict[int, str] = {
+    200: "OK",
+    204: "No Content",
+    303: "See Other",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def status_line(status: int) -> str:
+    return f"{status} {STATUS_TEXT.get(status, 'Unknown')}"
+
+
+class ServerError(Exception):
+    """Base of every error that becomes an HTTP response.  Default: 500."""
+
+    status = 500
+
+    def __init__(self, message: str = "", log_detail: str = "") -> None:
+        super().__init__(message or STATUS_TEXT[self.status])
+        self.message = message or STATUS_TEXT[self.status]
+        self.log_detail = log_detail
+
+    def __str__(self) -> str:
+        if self.log_detail:
+            return f"{self.message} ({self.log_detail})"
+        return self.message
+
+
+class BadRequest(ServerError):
+    """Syntax error in a IIIF, DeepZoom, Zoomify or REST request."""
+
+    status = 400
+
+
+class NotFound(ServerError):
+    """Unknown image, refused identifier, or a tile/level out of range."""
+
+    status = 404
+
+
+class TooLarge(ServerError):
+    """The requested output is larger than the server allows."""
+
+    status = 413
+
+
+class UnsupportedImage(ServerError):
+    """The file exists but is not an image this server can read."""
+
+    status = 415
+
+
+class ImageDecodeError(ServerError):
+    """A readable image whose pixel data (one tile, one strip) is broken."""
+
+    status = 500
+
+
+class StorageUnavailable(ServerError):
+    status = 502
+
+
+class StorageBusy(ServerError):
+    status = 503
+
+
+class StorageTimeout(ServerError):
+    status = 504
+
+
+class IIPError(ServerError):
+    """An IIP protocol error: ``Error/<len>:<code> <arg>`` with status 400.
+
+    Codes used (SPEC section 3): ``1 3`` image not set, ``2 1`` malformed request,
+    ``2 2`` unsupported command, ``3 2`` unsupported object.
+    """
+
+    status = 400
+
+    def __init__(self, code: str, arg: str) -> None:
+        # The argument echoes client input; keep it printable and bounded so the error
+        # body can never smuggle control characters or grow without limit.
+        arg = "".join(ch if ch.isprintable() else "?" for ch in arg)[:256]
+        super().__init__(f"{code} {arg}".rstrip())
+        self.code = code
+        self.arg = arg
+
+    def body(self) -> bytes:
+        text = self.message.encode("utf-8")
+        return b"Error/%d:" % len(text) + text + b"\r\n"
+
+
+def image_not_set(command: str) -> IIPError:
+    return IIPError("1 3", command)
+
+
+def malformed(what: str) -> IIPError:
+    return IIPError("2 1", what)
+
+
+def unsupported_command(name: str) -> IIPError:
+    return IIPError("2 2", name)
+
+
+def unsupported_object(name: str) -> IIPError:
+    return IIPError("3 2", name.lower())

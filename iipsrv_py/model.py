@@ -1,0 +1,103 @@
+"""Plain value types shared by sources, planning, handlers and the pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Level:
+    """One stored (or virtual) resolution of an image; index 0 of a pyramid is full size."""
+
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    # Real factors full-size / this level, per axis; pyramids need not halve.
+    downsample_x: float = 1.0
+    downsample_y: float = 1.0
+
+    @property
+    def tiles_x(self) -> int:
+        return math.ceil(self.width / self.tile_width)
+
+    @property
+    def tiles_y(self) -> int:
+        return math.ceil(self.height / self.tile_height)
+
+    def tile_rect(self, col: int, row: int) -> tuple[int, int, int, int]:
+        """Pixel rectangle ``(x, y, w, h)`` of a tile, cropped at the image edge."""
+        x = col * self.tile_width
+        y = row * self.tile_height
+        return x, y, min(self.tile_width, self.width - x), min(self.tile_height, self.height - y)
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What makes two openings of an image the same: it keys every cache and every ETag."""
+
+    key: str  # normalised location (path or object URL)
+    mtime: float  # seconds since the epoch
+    size: int
+    version: str = ""  # inode, object ETag or similar; changes when the bytes change
+
+    @property
+    def token(self) -> str:
+        text = f"{self.key}\0{self.mtime!r}\0{self.size}\0{self.version}"
+        return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Everything the planner and the metadata responses need to know about an image."""
+
+    width: int
+    height: int
+    levels: tuple[Level, ...]  # full size first, strictly decreasing
+    channels: int = 3
+    bits_per_sample: int = 8
+    colorspace: str = "srgb"  # "srgb" | "grey" | "cielab"
+    min_values: tuple[float, ...] = ()
+    max_values: tuple[float, ...] = ()
+    # Pixels per metre (x, y), or None when the file does not say.
+    dpi: tuple[float, float] | None = None
+    # Textual metadata under iipsrv's keys (creator, rights, ...), empty values dropped.
+    metadata: tuple[tuple[str, str], ...] = ()
+    format: str = "tiff"
+    # Encoding of the stored tiles when they can be sent as they are ("jpeg"), else "".
+    stored_encoding: str = ""
+    horizontal_views: tuple[int, ...] = (0,)
+    vertical_views: tuple[int, ...] = (90,)
+    pages: tuple[str, ...] = field(default_factory=tuple)  # names of stack pages, if a stack
+
+    def meta(self, key: str) -> str:
+        for name, value in self.metadata:
+            if name == key:
+                return value
+        return ""
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The quality asked for by QLT (or a protocol's quality parameter).
+
+    ``level`` None means each encoder's configured default (JPEG_QUALITY, ...);
+    ``compression`` is the TIFF output codec of ``QLT=comp:q``.  Either being set rules out
+    sending a stored tile unchanged.
+    """
+
+    level: int | None = None
+    compression: str | None = None
+
+    @property
+    def explicit(self) -> bool:
+        return self.level is not None or self.compression is not None
+
+    @property
+    def canonical(self) -> str:
+        if not self.explicit:
+            return ""
+        level = "" if self.level is None else str(self.level)
+        return f"{self.compression}:{level}" if self.compression else level

@@ -1,0 +1,98 @@
+"""Executing an ImagePlan: cached bytes, a stored tile sent as it is, or decode -> resize -> encode.
+
+One byte-bounded LRU (MAX_IMAGE_CACHE_SIZE) holds both decoded source tiles (so neighbouring
+regions and re-encodings do not decode again) and encoded outputs (so a warm tile is a
+dictionary lookup).  Keys start with the source identity token, so a changed file can never
+be answered from the cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import encoders
+from .cache.lru import LRUCache
+from .planning import ImagePlan
+from .settings import Settings
+from .sources.base import ImageSource
+from .transforms.resample import resize
+
+
+class Pipeline:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        budget = int(settings.max_image_cache_mb * 1024 * 1024)
+        self.cache: LRUCache[object] = LRUCache(max_bytes=budget)
+        # One outsized rendering must not flush every tile out of the cache.
+        self._max_entry = budget // 4
+
+    def clear(self) -> None:
+        self.cache.clear()
+
+    def render(self, source: ImageSource, plan: ImagePlan) -> bytes:
+        key = ("out", source.identity.token, plan.canonical)
+        cached = self.cache.get(key)
+        if isinstance(cached, bytes):
+            return cached
+        body = self._passthrough(source, plan)
+        if body is None:
+            pixels = self.region(source, plan)
+            pixels = resize(pixels, plan.out_width, plan.out_height, self.settings.interpolation)
+            body = encoders.get(plan.encoding).encode(pixels, plan.quality, self.settings)
+        self._remember(key, body, len(body))
+        return body
+
+    def _passthrough(self, source: ImageSource, plan: ImagePlan) -> bytes | None:
+        """The stored tile itself, when nothing about the request would change its bytes."""
+        if (
+            plan.tile is None
+            or not self.settings.codec_passthrough
+            or plan.quality.explicit
+            or plan.encoding != source.info.stored_encoding
+        ):
+            return None
+        level = source.info.levels[plan.level]
+        if (plan.w, plan.h) != (level.tile_width, level.tile_height):
+            return None  # an edge tile: the stored one is padded and must be cropped
+        return source.raw_tile(plan.level, *plan.tile)
+
+    def tile(self, source: ImageSource, level: int, col: int, row: int) -> np.ndarray:
+        key = ("px", source.identity.token, level, col, row)
+        pixels = self.cache.get(key)
+        if isinstance(pixels, np.ndarray):
+            return pixels
+        fresh = source.read_tile(level, col, row)
+        if fresh.base is not None and fresh.base.nbytes > fresh.nbytes:
+            # A cropped edge tile: keep only the pixels, not the padded buffer behind them.
+            fresh = fresh.copy()
+        self._remember(key, fresh, fresh.nbytes)
+        return fresh
+
+    def region(self, source: ImageSource, plan: ImagePlan) -> np.ndarray:
+        """The plan's rectangle of its level, assembled from (cached) source tiles."""
+        level = source.info.levels[plan.level]
+        tw, th = level.tile_width, level.tile_height
+        x0, y0, x1, y1 = plan.x, plan.y, plan.x + plan.w, plan.y + plan.h
+        cols = range(x0 // tw, (x1 - 1) // tw + 1)
+        rows = range(y0 // th, (y1 - 1) // th + 1)
+        if len(cols) == 1 and len(rows) == 1:
+            tile = self.tile(source, plan.level, cols[0], rows[0])
+            ox, oy = cols[0] * tw, rows[0] * th
+            return tile[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        out: np.ndarray | None = None
+        for row in rows:
+            for col in cols:
+                tile = self.tile(source, plan.level, col, row)
+                if out is None:
+                    out = np.empty((plan.h, plan.w, tile.shape[2]), tile.dtype)
+                tx, ty = col * tw, row * th
+                # Overlap of this tile with the region, in level coordinates.
+                ax, ay = max(x0, tx), max(y0, ty)
+                bx, by = min(x1, tx + tile.shape[1]), min(y1, ty + tile.shape[0])
+                out[ay - y0 : by - y0, ax - x0 : bx - x0] = tile[ay - ty : by - ty, ax - tx : bx - tx]
+        assert out is not None
+        return out
+
+    def _remember(self, key: tuple[object, ...], value: object, size: int) -> None:
+        if size <= self._max_entry:
+            self.cache.put(key, value, size)

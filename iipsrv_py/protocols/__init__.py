@@ -1,0 +1,1 @@
+"""Request parsers, one per protocol.  Pure: request text in, frozen request out."""

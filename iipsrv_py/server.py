@@ -1,0 +1,337 @@
+"""Front ends: the FastCGI pre-fork pool (flup's protocol handling), plain HTTP, debug stdin.
+
+The FastCGI pool is a small supervisor and N forked workers sharing one listening socket:
+
+* each worker blocks in ``accept()`` and hands the connection to flup's FastCGI
+  ``Connection``, which calls the WSGI application;
+* SIGTERM/SIGINT to the supervisor: workers are told to stop (an idle one exits at once, a
+  busy one after its request), and any still alive after ``STOP_GRACE`` seconds is killed;
+* SIGHUP: forwarded to every worker, which empties its caches before its next request;
+* a worker that dies for any reason is replaced.
+
+No protocol logic lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import io
+import logging
+import os
+import select
+import signal
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from flup.server.fcgi_base import BaseFCGIServer, Connection
+
+log = logging.getLogger("iipsrv_py.server")
+
+STOP_GRACE = 4.0  # seconds a busy worker gets to finish before it is killed
+RESPAWN_PAUSE = 0.2  # seconds between respawns, so a crash loop cannot spin the CPU
+PR_SET_PDEATHSIG = 1
+
+AppFactory = Callable[[], Any]
+
+
+# -- sockets --------------------------------------------------------------------------------------
+
+
+def parse_bind(text: str) -> tuple[int, Any]:
+    """``/path.sock`` -> unix socket; ``host:port``, ``:port``, ``[::1]:port`` -> TCP."""
+    if text.startswith(("/", "./")):
+        return socket.AF_UNIX, text
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"--bind {text!r}: expected HOST:PORT, :PORT or /path/to/socket")
+    host = host.strip("[]")
+    if ":" in host:
+        return socket.AF_INET6, (host, int(port_text))
+    return socket.AF_INET, (host or "0.0.0.0", int(port_text))
+
+
+def listen(text: str, backlog: int) -> socket.socket:
+    family, address = parse_bind(text)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_UNIX:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(address).st_mode):
+                os.unlink(address)  # a stale socket from an earlier run
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(backlog)
+    return sock
+
+
+def inherited_socket() -> socket.socket | None:
+    """The listening socket on fd 0 given by spawn-fcgi, mod_fcgid or lighttpd, if any."""
+    try:
+        sock = socket.socket(fileno=0)
+    except OSError:
+        return None
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return sock
+    except OSError:
+        pass
+    sock.detach()
+    return None
+
+
+# -- one worker -----------------------------------------------------------------------------------
+
+
+class _FastCGI(BaseFCGIServer):
+    """flup's FastCGI/WSGI glue without flup's own process management."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app, multithreaded=False, multiprocess=True)
+        # One request per connection at a time; nginx and Apache never multiplex anyway.
+        self.capability = {"FCGI_MAX_CONNS": 1, "FCGI_MAX_REQS": 1, "FCGI_MPXS_CONNS": 0}
+
+    def error(self, req: Any) -> None:
+        # The application turns every exception into a response itself; if flup still
+        # catches one (a broken connection mid-response), answer without leaking details.
+        req.stdout.write(b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\ninternal error\n")
+
+
+class Worker:
+    def __init__(self, sock: socket.socket, app_factory: AppFactory) -> None:
+        self.sock = sock
+        self.app = app_factory()
+        self.fcgi = _FastCGI(self.app)
+        self.stopping = False
+        self.busy = False
+        self.connection: Connection | None = None
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        if not self.busy:
+            raise SystemExit(0)  # interrupts accept()
+        if self.connection is not None:
+            self.connection._keepGoing = False  # ends a kept-alive connection after this request
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.app.request_cache_clear()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        self.sock.setblocking(True)
+        try:
+            while not self.stopping:
+                try:
+                    conn, addr = self.sock.accept()
+                except OSError as exc:
+                    if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
+                        continue
+                    raise
+                self.busy = True
+                try:
+                    self.connection = Connection(conn, addr, self.fcgi, None)
+                    self.connection.run()
+                except OSError as exc:
+                    log.warning("connection failed: %s", exc)
+                finally:
+                    self.connection = None
+                    self.busy = False
+                    with contextlib.suppress(OSError):
+                        conn.close()
+        except SystemExit:
+            pass
+
+
+# -- the pool -------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send SIGTERM to this worker if the supervisor dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Pool:
+    def __init__(self, sock: socket.socket, workers: int, app_factory: AppFactory) -> None:
+        self.sock = sock
+        self.size = max(1, workers)
+        self.app_factory = app_factory
+        self.children: set[int] = set()
+        self.stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                _die_with_parent()
+                Worker(self.sock, self.app_factory).run()
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children.add(pid)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stopping = True
+        elif signum == signal.SIGHUP:
+            log.warning("SIGHUP: clearing the caches of %d workers", len(self.children))
+            for pid in list(self.children):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
+
+    def _reap(self) -> list[int]:
+        gone = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in self.children:
+                self.children.discard(pid)
+                gone.append(pid)
+                if not self.stopping:
+                    log.warning("worker %d exited (status %d); starting a new one", pid, status)
+        return gone
+
+    def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(self._wake_w)
+        log.warning("FastCGI pool of %d workers started (pid %d)", self.size, os.getpid())
+        try:
+            while not self.stopping:
+                self._reap()
+                while len(self.children) < self.size and not self.stopping:
+                    self._spawn()
+                    if len(self.children) > 1:
+                        time.sleep(0)  # let the kernel schedule the new worker
+                with contextlib.suppress(InterruptedError):
+                    select.select([self._wake_r], [], [], 1.0)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 512)
+                if self._reap() and not self.stopping:
+                    time.sleep(RESPAWN_PAUSE)
+        finally:
+            self._stop_children()
+
+    def _stop_children(self) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while self.children and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        for pid in list(self.children):
+            log.warning("worker %d did not stop in %.0fs; killing it", pid, STOP_GRACE)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.children.discard(pid)
+        log.warning("FastCGI pool stopped")
+
+
+def serve_fastcgi(sock: socket.socket, workers: int, app_factory: AppFactory) -> None:
+    unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+    try:
+        Pool(sock, workers, app_factory).run()
+    finally:
+        sock.close()
+        if isinstance(unix_path, str) and unix_path:
+            with contextlib.suppress(OSError):
+                os.unlink(unix_path)
+
+
+# -- plain HTTP -----------------------------------------------------------------------------------
+
+
+def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int) -> None:
+    """The same application over HTTP, served by gunicorn's pre-fork sync workers."""
+    from gunicorn.app.base import BaseApplication
+
+    options = {
+        "bind": bind,
+        "workers": max(1, workers),
+        "worker_class": "sync",
+        "timeout": 120,
+        "graceful_timeout": STOP_GRACE,
+        "loglevel": "warning" if verbosity <= 1 else "info",
+        "accesslog": None,
+        "proc_name": "iipsrv-py",
+    }
+
+    class _Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app_factory()
+
+    _Gunicorn().run()
+
+
+# -- debug mode -----------------------------------------------------------------------------------
+
+
+def run_debug(app: Any, lines: io.TextIOBase, output_path: str = "iipsrv.debug") -> int:
+    """One request per input line; each response body replaces ``output_path``."""
+    failures = 0
+    for raw in lines:
+        request = raw.strip()
+        if not request:
+            continue
+        captured: dict[str, Any] = {}
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None, captured: dict[str, Any] = captured
+        ) -> None:
+            captured["status"] = status
+
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "QUERY_STRING": request,
+            "REQUEST_URI": "/?" + request,
+            "PATH_INFO": "/",
+            "SCRIPT_NAME": "",
+            "SERVER_NAME": "localhost",
+            "SERVER_PORT": "80",
+            "HTTP_HOST": "localhost",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+            "wsgi.url_scheme": "http",
+        }
+        body = b"".join(app(environ, start_response))
+        with open(output_path, "wb") as out:
+            out.write(body)
+        status = captured.get("status", "500")
+        if not status.startswith(("2", "3")):
+            failures += 1
+        log.warning("debug: %s -> %s, %d bytes written to %s", request, status, len(body), output_path)
+    return failures

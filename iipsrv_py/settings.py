@@ -1,0 +1,198 @@
+"""One frozen Settings object, built once from the environment (iipsrv's variable names).
+
+``from_environ`` is a pure function of a mapping: it returns the settings and the list of
+warnings about clamped values, and raises ``SettingsError`` naming the variable when a value
+cannot be parsed.  Nothing else in the package reads ``os.environ`` while serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PROTOCOLS = ("IIP", "IIIF", "DeepZoom", "Zoomify")
+
+
+class SettingsError(ValueError):
+    """A variable whose value cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    verbosity: int = 1
+    logfile: str = ""  # "" = stderr; "syslog" = syslog
+    max_image_cache_mb: float = 10.0
+    max_metadata_cache: int = 1000
+    filesystem_prefix: str = ""
+    filesystem_suffix: str = ""
+    filename_pattern: str = "_pyr_"
+    jpeg_quality: int = 75
+    png_quality: int = 1
+    webp_quality: int = 50
+    avif_quality: int = 50
+    avif_codec: int = 0
+    tiff_compression: int = 2
+    tiff_quality: int = 1
+    max_cvt: int = 5000  # -1: no limit
+    max_layers: int = -1  # -1: all quality layers
+    allow_upscaling: bool = True
+    interpolation: int = 1
+    watermark: str = ""
+    watermark_probability: float = 1.0
+    watermark_opacity: float = 1.0
+    memcached_servers: str = ""
+    memcached_timeout: int = 86400
+    cors: str = ""
+    base_url: str = ""
+    uri_map: tuple[tuple[str, str], ...] = ()
+    cache_control: str = "max-age=86400"
+    max_icc: int = 65536
+    embed_icc: bool = True
+    codec_passthrough: bool = True
+    iiif_version: int = 3
+    iiif_delimiter: str = ""
+    iiif_extra_info: str = ""
+    iiif_extensions: bool = False
+    copyright: str = ""
+    # New in iipsrv_py.
+    workers: int = 0  # 0: one per CPU
+    http_bind: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """A short digest of every setting that can change a response body.
+
+        It goes into ETags and cache keys, so that restarting with another JPEG_QUALITY
+        (say) never lets a browser or memcached keep serving the old rendering.
+        """
+        fields = dataclasses.asdict(self)
+        for name in ("verbosity", "logfile", "workers", "http_bind", "memcached_servers"):
+            fields.pop(name)
+        return hashlib.blake2b(repr(sorted(fields.items())).encode(), digest_size=6).hexdigest()
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+
+class _Reader:
+    """Reads typed values out of an environment mapping, collecting clamp warnings."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.warnings: list[str] = []
+
+    def raw(self, *names: str) -> tuple[str, str] | None:
+        for name in names:
+            value = self.env.get(name)
+            if value is not None and value.strip() != "":
+                return name, value.strip()
+        return None
+
+    def string(self, name: str, default: str) -> str:
+        value = self.env.get(name)
+        return default if value is None else value
+
+    def number(self, names: tuple[str, ...], default: float, lo: float, hi: float, kind: type) -> float:
+        found = self.raw(*names)
+        if found is None:
+            return default
+        name, text = found
+        try:
+            value = kind(float(text)) if kind is float else int(text, 10)
+        except ValueError:
+            raise SettingsError(f"{name}={text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value < lo or value > hi:
+            clamped = min(max(value, lo), hi)
+            self.warnings.append(f"{name}={text} is out of range [{lo}, {hi}]; using {clamped}")
+            value = clamped
+        return value
+
+    def integer(self, name: str, default: int, lo: int, hi: int, *aliases: str) -> int:
+        return int(self.number((name, *aliases), default, lo, hi, int))
+
+    def real(self, name: str, default: float, lo: float, hi: float) -> float:
+        return float(self.number((name,), default, lo, hi, float))
+
+    def flag(self, name: str, default: bool) -> bool:
+        found = self.raw(name)
+        if found is None:
+            return default
+        name, text = found
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name}={text!r} must be 0 or 1")
+
+
+def parse_uri_map(text: str) -> tuple[tuple[str, str], ...]:
+    """``'iiif=>IIIF deepzoom=>DeepZoom'`` -> ``(('iiif', 'IIIF'), ('deepzoom', 'DeepZoom'))``.
+
+    Entries are separated by commas or whitespace.  Longer prefixes come first so that
+    ``iiif/v2`` wins over ``iiif`` when both are mapped.
+    """
+    entries: list[tuple[str, str]] = []
+    for item in text.replace(",", " ").split():
+        prefix, sep, protocol = item.partition("=>")
+        prefix = prefix.strip("/")
+        canonical = next((p for p in PROTOCOLS if p.lower() == protocol.strip().lower()), None)
+        if not sep or not prefix or canonical is None:
+            raise SettingsError(
+                f"URI_MAP entry {item!r} must be prefix=>protocol with protocol one of {', '.join(PROTOCOLS)}"
+            )
+        entries.append((prefix, canonical))
+    entries.sort(key=lambda entry: -len(entry[0]))
+    return tuple(entries)
+
+
+def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
+    r = _Reader(env)
+    max_cvt = r.integer("MAX_CVT", 5000, -1, 1_000_000)
+    if max_cvt == 0:
+        r.warnings.append("MAX_CVT=0 would forbid every output; using 1")
+        max_cvt = 1
+    logfile = r.string("LOGFILE", "").strip()
+    settings = Settings(
+        verbosity=r.integer("VERBOSITY", 1, 0, 6),
+        logfile=logfile,
+        max_image_cache_mb=r.real("MAX_IMAGE_CACHE_SIZE", 10.0, 0.0, 1_000_000.0),
+        max_metadata_cache=r.integer("MAX_METADATA_CACHE_SIZE", 1000, 0, 1_000_000, "MAX_IMAGE_METADATA_CACHE_SIZE"),
+        filesystem_prefix=r.string("FILESYSTEM_PREFIX", ""),
+        filesystem_suffix=r.string("FILESYSTEM_SUFFIX", ""),
+        filename_pattern=r.string("FILENAME_PATTERN", "_pyr_"),
+        jpeg_quality=r.integer("JPEG_QUALITY", 75, 1, 100),
+        png_quality=r.integer("PNG_QUALITY", 1, 0, 9),
+        webp_quality=r.integer("WEBP_QUALITY", 50, -1, 100),
+        avif_quality=r.integer("AVIF_QUALITY", 50, -1, 100),
+        avif_codec=r.integer("AVIF_CODEC", 0, 0, 2),
+        tiff_compression=r.integer("TIFF_COMPRESSION", 2, 0, 5),
+        tiff_quality=r.integer("TIFF_QUALITY", 1, 0, 100),
+        max_cvt=max_cvt,
+        max_layers=r.integer("MAX_LAYERS", -1, -1, 1000),
+        allow_upscaling=r.flag("ALLOW_UPSCALING", True),
+        interpolation=r.integer("INTERPOLATION", 1, 0, 1),
+        watermark=r.string("WATERMARK", ""),
+        watermark_probability=r.real("WATERMARK_PROBABILITY", 1.0, 0.0, 1.0),
+        watermark_opacity=r.real("WATERMARK_OPACITY", 1.0, 0.0, 1.0),
+        memcached_servers=r.string("MEMCACHED_SERVERS", "").strip(),
+        memcached_timeout=r.integer("MEMCACHED_TIMEOUT", 86400, 0, 60 * 60 * 24 * 30),
+        cors=r.string("CORS", "").strip(),
+        base_url=r.string("BASE_URL", "").strip(),
+        uri_map=parse_uri_map(r.string("URI_MAP", "")),
+        cache_control=r.string("CACHE_CONTROL", "max-age=86400").strip(),
+        max_icc=r.integer("MAX_ICC", 65536, -1, 1 << 30),
+        embed_icc=r.flag("EMBED_ICC", True),
+        codec_passthrough=r.flag("CODEC_PASSTHROUGH", True),
+        iiif_version=r.integer("IIIF_VERSION", 3, 2, 3),
+        iiif_delimiter=r.string("IIIF_DELIMITER", ""),
+        iiif_extra_info=r.string("IIIF_EXTRA_INFO", ""),
+        iiif_extensions=r.flag("IIIF_EXTENSIONS", False),
+        copyright=r.string("COPYRIGHT", ""),
+        workers=r.integer("WORKERS", 0, 0, 1024),
+        http_bind=r.string("HTTP_BIND", "").strip(),
+    )
+    return settings, r.warnings

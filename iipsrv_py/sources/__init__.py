@@ -1,0 +1,1 @@
+"""Image formats.  Each reads one kind of file and presents it as a tiled pyramid."""

@@ -1,0 +1,33 @@
+"""The interface every image format implements.
+
+A source exposes its pyramid as ``ImageInfo`` and answers for single tiles: decoded pixels
+(``read_tile``) and, where the stored encoding can go to a browser unchanged, the stored bytes
+as a complete stream (``raw_tile``).  Region assembly, caching and resizing live in the
+pipeline, so a format only has to know its own bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..model import ImageInfo, SourceIdentity
+
+
+class ImageSource(Protocol):
+    info: ImageInfo
+    identity: SourceIdentity
+    name: str  # file name (no directory) for Content-Disposition
+
+    def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
+        """Pixels of one tile as an H x W x C array, cropped at the image edge.
+
+        ``level`` indexes ``info.levels`` (0 = full size).  Raises NotFound for a tile
+        outside the level and ImageDecodeError for stored data that cannot be decoded.
+        """
+        ...
+
+    def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
+        """The stored tile as a standalone stream in ``info.stored_encoding``, or None."""
+        ...

@@ -1,0 +1,37 @@
+"""What a format reader needs from storage: random-access bytes and an identity.
+
+Readers never know whether bytes come from a local disk or an object store.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Protocol
+
+from ..model import SourceIdentity
+
+
+class Blob(Protocol):
+    """One opened object: a seekable stream for tifffile and positional reads for tiles."""
+
+    identity: SourceIdentity
+    name: str  # file name for Content-Disposition; never a full server path
+
+    def stream(self) -> BinaryIO:
+        """A seekable binary file object positioned at 0 (owned by the blob)."""
+        ...
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset``; fewer only at the end of the object."""
+        ...
+
+
+class Storage(Protocol):
+    def locate(self, identifier: str) -> str:
+        """Resolve a client identifier to a location, or raise NotFound."""
+        ...
+
+    def identity(self, location: str) -> SourceIdentity:
+        """Current identity of a location (a stat); NotFound when it is gone."""
+        ...
+
+    def open(self, location: str, identity: SourceIdentity) -> Blob: ...

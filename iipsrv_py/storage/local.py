@@ -1,0 +1,87 @@
+"""Images on the local filesystem, confined to FILESYSTEM_PREFIX.
+
+The location of an identifier is ``FILESYSTEM_PREFIX + identifier + FILESYSTEM_SUFFIX``, as in
+iipsrv, but the identifier is normalised first and may not leave the root: NUL bytes,
+backslashes and ``..`` segments are refused, leading slashes only mean "from the root", and the
+fully resolved path (symlinks followed) must still lie inside the resolved root.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import BinaryIO
+
+from ..errors import NotFound
+from ..model import SourceIdentity
+
+_NOT_FOUND = "image not found"
+
+
+def normalise_identifier(identifier: str) -> str:
+    """The identifier as a clean relative path, or NotFound when it could escape the root."""
+    if "\0" in identifier or "\\" in identifier:
+        raise NotFound(_NOT_FOUND, f"refused identifier with NUL or backslash: {identifier!r}")
+    parts = [part for part in identifier.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise NotFound(_NOT_FOUND, f"refused identifier: {identifier!r}")
+    return "/".join(parts)
+
+
+class LocalBlob:
+    def __init__(self, path: str, identity: SourceIdentity) -> None:
+        self.identity = identity
+        self.name = os.path.basename(path)
+        # Unbuffered: tifffile does its own reads, and tiles use pread, which neither
+        # moves nor depends on the stream position.
+        self._file: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - lives with the blob
+        self._fd = self._file.fileno()
+
+    def stream(self) -> BinaryIO:
+        self._file.seek(0)
+        return self._file
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class LocalStorage:
+    def __init__(self, prefix: str, suffix: str = "") -> None:
+        self.prefix = prefix
+        self.suffix = suffix
+        # A prefix that does not end in "/" is a path prefix ("/data/img_"): the root that
+        # identifiers must stay in is its directory.  An empty prefix means the working
+        # directory, never the whole filesystem.
+        root = prefix if prefix.endswith("/") else os.path.dirname(prefix)
+        self.root = os.path.realpath(root or ".")
+
+    def locate(self, identifier: str) -> str:
+        relative = normalise_identifier(identifier)
+        if self.prefix:
+            path = self.prefix + relative + self.suffix
+        else:
+            path = os.path.join(self.root, relative + self.suffix)
+        real = os.path.realpath(path)
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise NotFound(_NOT_FOUND, f"{identifier!r} resolves outside the root")
+        return real
+
+    def identity(self, location: str) -> SourceIdentity:
+        try:
+            st = os.stat(location)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(_NOT_FOUND, f"no such file: {location}") from None
+        except OSError as exc:
+            raise NotFound(_NOT_FOUND, f"cannot stat {location}: {exc.strerror}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound(_NOT_FOUND, f"not a regular file: {location}")
+        return SourceIdentity(location, st.st_mtime, st.st_size, f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}")
+
+    def open(self, location: str, identity: SourceIdentity) -> LocalBlob:
+        try:
+            return LocalBlob(location, identity)
+        except OSError as exc:
+            raise NotFound(_NOT_FOUND, f"cannot open {location}: {exc.strerror}") from exc

@@ -1,0 +1,1 @@
+"""Pure pixel transforms: ndarray in, ndarray out."""
