@@ -279,7 +279,7 @@ def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int)
         "workers": max(1, workers),
         "worker_class": "sync",
         "timeout": 120,
-        "graceful_timeout": STOP_GRACE,
+        "graceful_timeout": int(STOP_GRACE),
         "loglevel": "warning" if verbosity <= 1 else "info",
         "accesslog": None,
         "proc_name": "iipsrv-py",
@@ -289,6 +289,9 @@ def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int)
         def load_config(self) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn >= 24 opens a control socket in $HOME by default; nothing uses it here.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return app_factory()

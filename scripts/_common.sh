@@ -50,8 +50,12 @@ ensure_venv() {
   digest="$(cat "$ROOT/setup.cfg" "$ROOT/setup.py" | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     say "installing iipsrv_py${extras:+ with [$extras]} and its dependencies"
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$spec"
+    local logfile="$VENV/pip-install.log"
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip && "$VENV/bin/python" -m pip install -e "$spec"; } \
+        >"$logfile" 2>&1; then
+      tail -n 30 "$logfile" >&2
+      die "pip install failed (full log: $logfile)"
+    fi
     echo "$digest" > "$stamp"
   fi
 }

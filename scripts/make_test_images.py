@@ -2,6 +2,7 @@
 """Generate the test and demo images, each named by its properties.
 
     python scripts/make_test_images.py OUTPUT_DIR [NAME ...]
+    python scripts/make_test_images.py --demo OUTPUT_DIR
 
 Every image is drawn from the same deterministic scene (gradients, discs, stripes and fine
 checks, so that resampling and colour errors show) and written with tifffile or libvips, which
@@ -217,6 +218,29 @@ def _not_image(path: str) -> None:
         out.write("This is a text file with an image's name.\n")
 
 
+DEMO_NAME = "demo-rgb-8192x6144-jpeg.tif"
+
+
+def demo_image(path: str) -> None:
+    """The demo picture: the test scene with a labelled 1024-px grid, so that every region,
+    tile and zoom level can be checked by eye."""
+    width, height = 8192, 6144
+    image = pyvips.Image.new_from_array(scene(width, height, seed=11), interpretation="srgb")
+    for gx in range(0, width, 1024):
+        for gy in range(0, height, 1024):
+            label = pyvips.Image.text(f"<b>{gx // 1024},{gy // 1024}</b>", dpi=600, font="sans")
+            ink = label.new_from_image([255, 255, 255]).bandjoin(label)
+            image = image.composite2(ink.copy(interpretation="srgb"), "over", x=gx + 40, y=gy + 40)
+    image = image.flatten() if image.bands == 4 else image
+    grid = pyvips.Image.black(width, height).draw_rect(255, 0, 0, width, height, fill=False)
+    for g in range(0, width, 1024):
+        grid = grid.draw_line(255, g, 0, g, height - 1)
+    for g in range(0, height, 1024):
+        grid = grid.draw_line(255, 0, g, width - 1, g)
+    image = (grid > 0).ifthenelse([255, 255, 255], image)
+    image.tiffsave(path, tile=True, tile_width=256, tile_height=256, pyramid=True, compression="jpeg", Q=85)
+
+
 def build(directory: str, names: list[str] | None = None) -> list[str]:
     os.makedirs(directory, exist_ok=True)
     made = []
@@ -234,5 +258,13 @@ if __name__ == "__main__":
     if len(sys.argv) < 2:
         print(__doc__)
         sys.exit(2)
+    if sys.argv[1] == "--demo":
+        target = os.path.join(sys.argv[2], DEMO_NAME)
+        os.makedirs(sys.argv[2], exist_ok=True)
+        if not os.path.exists(target):
+            demo_image(target + ".tmp")
+            shutil.move(target + ".tmp", target)
+        print(target)
+        sys.exit(0)
     for made_path in build(sys.argv[1], sys.argv[2:] or None):
         print(made_path)

@@ -1,0 +1,68 @@
+"""Identifier resolution inside FILESYSTEM_PREFIX (SPEC section 11)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from iipsrv_py.errors import NotFound
+from iipsrv_py.storage.local import LocalStorage, normalise_identifier
+
+
+@pytest.mark.parametrize(
+    ("identifier", "expected"),
+    [("a.tif", "a.tif"), ("/a.tif", "a.tif"), ("dir//./b.tif", "dir/b.tif"), ("//x/y.tif", "x/y.tif")],
+)
+def test_normalised(identifier: str, expected: str) -> None:
+    assert normalise_identifier(identifier) == expected
+
+
+@pytest.mark.parametrize("identifier", ["../a.tif", "a/../../b.tif", "a\\b.tif", "a\0.tif", "", "/", "./."])
+def test_refused(identifier: str) -> None:
+    with pytest.raises(NotFound):
+        normalise_identifier(identifier)
+
+
+def test_prefix_and_suffix_are_concatenated(tmp_path) -> None:
+    (tmp_path / "img_x.tif.pyr").write_bytes(b"data")
+    storage = LocalStorage(str(tmp_path) + "/img_", ".pyr")
+    location = storage.locate("x.tif")
+    assert location == str(tmp_path / "img_x.tif.pyr")
+    identity = storage.identity(location)
+    assert identity.size == 4
+
+
+def test_symlink_out_of_the_root_is_refused_and_inside_is_allowed(tmp_path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "secret.tif"
+    outside.write_bytes(b"secret")
+    (root / "real.tif").write_bytes(b"real")
+    os.symlink(outside, root / "escape.tif")
+    os.symlink(root / "real.tif", root / "alias.tif")
+    storage = LocalStorage(str(root) + "/")
+    with pytest.raises(NotFound):
+        storage.locate("escape.tif")
+    assert storage.locate("alias.tif") == str(root / "real.tif")
+
+
+def test_missing_file_and_directory_are_not_found_without_paths_in_the_message(tmp_path) -> None:
+    (tmp_path / "dir").mkdir()
+    storage = LocalStorage(str(tmp_path) + "/")
+    for name in ("missing.tif", "dir"):
+        with pytest.raises(NotFound) as info:
+            storage.identity(storage.locate(name))
+        assert str(tmp_path) not in info.value.message
+
+
+def test_identity_changes_when_the_file_is_rewritten(tmp_path) -> None:
+    path = tmp_path / "a.tif"
+    path.write_bytes(b"one")
+    storage = LocalStorage(str(tmp_path) + "/")
+    first = storage.identity(storage.locate("a.tif"))
+    os.unlink(path)
+    path.write_bytes(b"two")
+    os.utime(path, (first.mtime, first.mtime))  # same size and mtime, new inode
+    second = storage.identity(storage.locate("a.tif"))
+    assert first.token != second.token
