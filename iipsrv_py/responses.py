@@ -27,7 +27,9 @@ class Response:
 def etag_for(identity: SourceIdentity, canonical_request: str, fingerprint: str) -> str:
     """A strong ETag: the source's identity, the canonical request and the settings."""
     text = f"{identity.token}\0{canonical_request}\0{fingerprint}"
-    return '"' + hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest() + '"'
+    # surrogatepass: a canonical request can keep client text verbatim (an ignored JTLS), and
+    # input read with surrogateescape may hold any lone surrogate.
+    return '"' + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest() + '"'
 
 
 def http_date(seconds: float) -> str:

@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from flup.server.fcgi_base import BaseFCGIServer, Connection
 
@@ -37,6 +37,7 @@ log = logging.getLogger("iipsrv_py.server")
 STOP_GRACE = 4.0  # seconds a busy worker gets to finish before it is killed
 RESPAWN_PAUSE = 0.2  # seconds between respawns, so a crash loop cannot spin the CPU
 PR_SET_PDEATHSIG = 1
+POOL_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # what the supervisor handles
 
 AppFactory = Callable[[], Any]
 
@@ -95,7 +96,8 @@ class _FastCGI(BaseFCGIServer):
     def __init__(self, app: Any) -> None:
         super().__init__(app, multithreaded=False, multiprocess=True)
         # One request per connection at a time; nginx and Apache never multiplex anyway.
-        self.capability = {"FCGI_MAX_CONNS": 1, "FCGI_MAX_REQS": 1, "FCGI_MPXS_CONNS": 0}
+        # Bytes keys: flup looks FCGI_GET_VALUES names up as bytes (its own str keys never match).
+        self.capability = {b"FCGI_MAX_CONNS": 1, b"FCGI_MAX_REQS": 1, b"FCGI_MPXS_CONNS": 0}
 
     def error(self, req: Any) -> None:
         # The application turns every exception into a response itself; if flup still
@@ -113,6 +115,10 @@ class Worker:
         self.connection: Connection | None = None
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            # A second SIGTERM (a process group's, then the supervisor's) changes nothing; it
+            # must not raise again while this worker is already on its way out.
+            return
         self.stopping = True
         if not self.busy:
             raise SystemExit(0)  # interrupts accept()
@@ -166,37 +172,67 @@ class Pool:
         self.app_factory = app_factory
         self.children: set[int] = set()
         self.stopping = False
+        self.hup_pending = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
 
     def _spawn(self) -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-                signal.set_wakeup_fd(-1)
-                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                _die_with_parent()
-                Worker(self.sock, self.app_factory).run()
-            except BaseException:
-                log.exception("worker %d failed", os.getpid())
-                code = 1
-            finally:
-                logging.shutdown()
-                os._exit(code)
+        # The supervisor's signals are blocked across fork(): otherwise a signal reaching the
+        # new child before it has reset its handlers runs the supervisor's handler in the child
+        # (on its copy of the pool), and a SIGTERM is lost, leaving a worker that ignores it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, POOL_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._child()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, POOL_SIGNALS)
         self.children.add(pid)
 
+    def _child(self) -> NoReturn:
+        code = 0
+        try:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            # A starting worker's caches are empty, so a SIGHUP has nothing to clear yet; its
+            # default action would kill the worker.  Worker.run installs the real handler.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, POOL_SIGNALS)  # a pending SIGTERM ends us here
+            _die_with_parent()
+            Worker(self.sock, self.app_factory).run()
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+            code = 1
+        finally:
+            # Nothing may interrupt the way out: an exception escaping from here would leave
+            # this child running the supervisor's loop.
+            signal.pthread_sigmask(signal.SIG_BLOCK, POOL_SIGNALS)
+            try:
+                logging.shutdown()
+            finally:
+                os._exit(code)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags here: a handler runs wherever the loop happens to be, logging included,
+        # and logging from it re-enters the log handler (a burst of SIGHUPs then nests
+        # handlers until the supervisor spins for seconds).  The loop, woken through the
+        # wakeup fd, does the work.
         if signum in (signal.SIGTERM, signal.SIGINT):
             self.stopping = True
         elif signum == signal.SIGHUP:
-            log.warning("SIGHUP: clearing the caches of %d workers", len(self.children))
-            for pid in list(self.children):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGHUP)
+            self.hup_pending = True
+
+    def _forward_hup(self) -> None:
+        if not self.hup_pending:
+            return
+        self.hup_pending = False
+        log.warning("SIGHUP: clearing the caches of %d workers", len(self.children))
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
 
     def _reap(self) -> list[int]:
         gone = []
@@ -230,6 +266,7 @@ class Pool:
                     select.select([self._wake_r], [], [], 1.0)
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
+                self._forward_hup()
                 if self._reap() and not self.stopping:
                     time.sleep(RESPAWN_PAUSE)
         finally:

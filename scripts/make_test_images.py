@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import imagecodecs
 import numpy as np
 import pyvips
 import tifffile
@@ -59,7 +60,9 @@ def grey(rgb: np.ndarray) -> np.ndarray:
 def reduce(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """A reduced level, made with libvips as pyramid writers do."""
     bands = 1 if image.ndim == 2 else image.shape[2]
-    vips = pyvips.Image.new_from_memory(np.ascontiguousarray(image).data, image.shape[1], image.shape[0], bands, "uchar")
+    vips = pyvips.Image.new_from_memory(
+        np.ascontiguousarray(image).data, image.shape[1], image.shape[0], bands, "uchar"
+    )
     out = vips.resize(width / image.shape[1], vscale=height / image.shape[0])
     shape = (out.height, out.width) if bands == 1 else (out.height, out.width, bands)
     return np.ndarray(buffer=out.write_to_memory(), dtype=np.uint8, shape=shape)
@@ -179,6 +182,83 @@ def _bigtiff(path: str) -> None:
     write_levels(path, halving(scene(1200, 800), 3), tile=(128, 128), bigtiff=True, metadata=False)
 
 
+@builder("tif-rgb-600x400-2lvl-256tile-none-sminmax-10x5dpcm.tif")
+def _sample_range(path: str) -> None:
+    """SMin/SMaxSampleValue per channel, a resolution in pixels per centimetre that differs
+    between x and y, and metadata that needs escaping (quotes, backslash, <, >, &)."""
+    levels = halving(scene(600, 400), 2)
+    tags = [
+        (340, "B", 3, (10, 20, 30), True),  # SMinSampleValue
+        (341, "B", 3, (200, 210, 220), True),  # SMaxSampleValue
+        (269, "s", 0, 'Title with "quotes", a back\\slash & <tags>', True),  # DocumentName
+        (271, "s", 0, "Test Make", True),
+        (272, "s", 0, "Test Model", True),
+    ]
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(
+            levels[0],
+            photometric="rgb",
+            tile=(256, 256),
+            compression=None,
+            resolution=(10, 5),
+            resolutionunit="CENTIMETER",
+            software=False,
+            metadata=None,
+            extratags=tags,
+        )
+        tif.write(levels[1], photometric="rgb", tile=(256, 256), subfiletype=1, metadata=None, software=False)
+
+
+def _aperio_style_jpeg(tile: np.ndarray) -> bytes:
+    """An RGB JPEG stream as Aperio writes them: no colour transform, no Adobe APP14 marker
+    and component ids 1, 2, 3, so nothing in the stream says it is not YCbCr."""
+    stream = bytes(imagecodecs.jpeg8_encode(tile, level=90, colorspace="RGB", outcolorspace="RGB"))
+    out, pos = bytearray(stream[:2]), 2
+    while stream[pos + 1] != 0xDA:  # marker segments up to the start of scan
+        length = int.from_bytes(stream[pos + 2 : pos + 4], "big")
+        segment = bytearray(stream[pos : pos + 2 + length])
+        if stream[pos + 1] == 0xC0:  # SOF0: 3 components of (id, sampling, table) after 8 bytes
+            segment[10], segment[13], segment[16] = 1, 2, 3
+        if stream[pos + 1] != 0xEE:
+            out += segment
+        pos += 2 + length
+    scan = bytearray(stream[pos:])
+    scan[5], scan[7], scan[9] = 1, 2, 3  # SOS: (id, tables) pairs after 5 bytes
+    return bytes(out + scan)
+
+
+@builder("tif-rgb-1024x768-2lvl-256tile-jpeg-rgb-no-app14.tif")
+def _rgb_jpeg(path: str) -> None:
+    """Photometric RGB with JPEG tiles whose streams are RGB without any marker saying so
+    (Aperio SVS style): a decoder reading the stream alone would take them for YCbCr."""
+
+    def tiles(image: np.ndarray, size: int = 256) -> Iterator[bytes]:
+        for y in range(0, image.shape[0], size):
+            for x in range(0, image.shape[1], size):
+                tile = np.zeros((size, size, 3), np.uint8)
+                part = image[y : y + size, x : x + size]
+                tile[: part.shape[0], : part.shape[1]] = part
+                yield _aperio_style_jpeg(tile)
+
+    levels = halving(scene(1024, 768), 2)
+    with tifffile.TiffWriter(path) as tif:
+        for index, level in enumerate(levels):
+            tif.write(
+                tiles(level),
+                shape=level.shape,
+                dtype=np.uint8,
+                photometric="rgb",
+                tile=(256, 256),
+                compression="jpeg",
+                subfiletype=1 if index else 0,
+                metadata=None,
+            )
+    # tifffile records JPEG data as YCbCr; the streams are RGB, as the tag must then say.
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        for page in tif.pages:
+            page.tags["PhotometricInterpretation"].overwrite(2)
+
+
 @builder("broken-truncated.tif")
 def _truncated(path: str) -> None:
     """A valid header and IFDs but tile data cut off half way."""
@@ -247,7 +327,8 @@ def build(directory: str, names: list[str] | None = None) -> list[str]:
     for name in names or list(BUILDERS):
         path = os.path.join(directory, name)
         if not os.path.exists(path):
-            tmp = path + ".tmp"
+            # Per process: test runs in parallel may build the same image at the same time.
+            tmp = f"{path}.{os.getpid()}.tmp"
             BUILDERS[name](tmp)
             shutil.move(tmp, path)
         made.append(path)

@@ -31,9 +31,7 @@ def fixture(name: str) -> str:
 
 def require_binary(name: str) -> str:
     """Path of a program the test needs.  Missing: a failure under CI=true, else a skip."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None
-    )
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
     if path is None:
         message = f"{name} is not installed (scripts/test installs it)"
         if IN_CI:

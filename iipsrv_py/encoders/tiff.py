@@ -33,7 +33,10 @@ def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
     elif name == "webp":
         if data.ndim == 2:
             data = np.repeat(data[:, :, None], 3, axis=2)
-        args["compressionargs"] = {"level": max(webp.level(quality, settings), 1)}
+        # A quality below 1 is lossless, as for WebP output; lossless must be explicit
+        # because imagecodecs encodes losslessly when it is left unset.
+        q = webp.level(quality, settings)
+        args["compressionargs"] = {"level": 100, "lossless": True} if q < 1 else {"level": q, "lossless": False}
     elif name in ("deflate", "zstd"):
         level = settings.tiff_quality if quality.level is None else quality.level
         args["compressionargs"] = {"level": min(max(level, 1), 9 if name == "deflate" else 22)}

@@ -19,4 +19,5 @@ def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
     data = np.ascontiguousarray(as_colour(pixels))
     if q < 1:
         return bytes(imagecodecs.webp_encode(data, level=100, lossless=True))
-    return bytes(imagecodecs.webp_encode(data, level=q))
+    # lossless must be explicit: imagecodecs encodes losslessly when it is left unset.
+    return bytes(imagecodecs.webp_encode(data, level=q, lossless=False))

@@ -13,6 +13,8 @@ from ..errors import image_not_set, unsupported_object
 from ..model import ImageInfo
 
 IIP_SERVER = "IIP-server:3.65"
+# The IIP protocol version this server speaks, sent as the IIP header for OBJ=IIP,<version>.
+IIP_PROTOCOL_VERSION = "1.0"
 OPT_COMMANDS = "IIP-opt-comm:CVT QLT JTL JTLS WID HEI RGN SDS"
 OPT_OBJECTS = (
     "IIP-opt-obj:Horizontal-views Vertical-views Tile-size Bits-per-channel Min-Max-sample-values "
@@ -92,7 +94,9 @@ def render(name: str, info: ImageInfo | None, copyright_default: str, rotation: 
     """Lines for ``OBJ=<name>`` (``name`` already lower-cased)."""
     out = ObjectOutput()
     if name.startswith("iip,"):
-        out.protocol = name[4:]
+        # Our version, whatever the client's: echoing its text would put client bytes (CR, LF,
+        # non-latin-1 characters) into a response header.
+        out.protocol = IIP_PROTOCOL_VERSION
         return out
     if name == "iip-server":
         out.lines.append(IIP_SERVER)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
-from urllib.parse import unquote_plus
+from typing import Any
+from urllib.parse import quote, unquote_plus
 
 from ..errors import IIPError, malformed, unsupported_command
 from ..model import Quality
@@ -144,13 +144,18 @@ def _sds(name: str, raw: str) -> tuple[tuple[int, int], str]:
 
 
 def _path(name: str, raw: str) -> tuple[str, str]:
-    value = unquote_plus(raw)
-    return value, value
+    # Lone surrogates (undecodable bytes read with surrogateescape, e.g. on the --debug stdin)
+    # become U+FFFD, as undecodable %xx escapes already do, so the path can be re-encoded.
+    value = unquote_plus(raw).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    # The canonical text is URL-encoded again, so that it parses back to the same path even
+    # when the path holds "&", "=", "+" or "%".
+    return value, quote(value, safe="/")
 
 
 def _object(name: str, raw: str) -> tuple[str, str]:
-    value = raw.strip().lower()
-    return value, value
+    # The text keeps surrounding blanks: "OBJ= " names an (unsupported) empty object, and an
+    # empty canonical value would be dropped when parsed again.
+    return raw.strip().lower(), raw.lower()
 
 
 _PARSERS: dict[str, Callable[[str, str], tuple[object, str]]] = {
@@ -175,7 +180,8 @@ def parse(query: str) -> IIPRequest:
         name, _, raw = token.partition("=")
         if not name or not raw:
             continue
-        upper = name.upper()
+        # ASCII case folding, as iipsrv's toupper: "\ufb01f".upper() is "FIF" and must not alias it.
+        upper = name.upper() if name.isascii() else name
         parser = _PARSERS.get(upper)
         if parser is None:
             raise unsupported_command(name)

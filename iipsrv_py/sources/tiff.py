@@ -55,6 +55,23 @@ def _text(value: Any) -> str:
     return str(value).replace("\0", "").strip()
 
 
+def _sample_values(value: Any, default: float, channels: int) -> tuple[float, ...]:
+    """One SMin/SMaxSampleValue per channel.
+
+    The tag's type follows the samples, so for 8-bit images it is often BYTE, which tifffile
+    reads as ``bytes``; a count that is neither 1 nor one per channel is ignored.
+    """
+    if isinstance(value, bytes):
+        value = tuple(value)
+    try:
+        values = np.asarray(default if value is None else value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        values = np.asarray([default])
+    if values.size not in (1, channels):
+        values = np.asarray([default])
+    return tuple(float(v) for v in np.broadcast_to(values, (channels,)))
+
+
 def _is_pyramid_level(page: tifffile.TiffPage, base: tifffile.TiffPage, previous: tifffile.TiffPage) -> bool:
     if not page.is_tiled or page.imagedepth != 1:
         return False
@@ -136,10 +153,8 @@ class TiffSource:
         )
         channels = first.samplesperpixel
         tags = first.tags
-        smin = tags.valueof("SMinSampleValue")
-        smax = tags.valueof("SMaxSampleValue")
-        mins = tuple(float(v) for v in np.broadcast_to(np.asarray(0 if smin is None else smin), (channels,)))
-        maxs = tuple(float(v) for v in np.broadcast_to(np.asarray(255 if smax is None else smax), (channels,)))
+        mins = _sample_values(tags.valueof("SMinSampleValue"), 0.0, channels)
+        maxs = _sample_values(tags.valueof("SMaxSampleValue"), 255.0, channels)
         self._minis_white = photometric == PHOTOMETRIC_MINISWHITE
         stored = ""
         if int(first.compression) == COMPRESSION_JPEG and not self._minis_white:

@@ -114,7 +114,7 @@ def test_edge_tiles_are_cropped() -> None:
 def test_any_region_gives_a_plan_inside_its_level(x: float, y: float, w: float, h: float, width: int) -> None:
     p = plan(View(region=Region("fraction", x, y, w, h), width=width), SLIDE, S)
     level = SLIDE.levels[p.level]
-    assert 0 <= p.x and 0 <= p.y and p.w >= 1 and p.h >= 1
+    assert p.x >= 0 and p.y >= 0 and p.w >= 1 and p.h >= 1
     assert p.x + p.w <= level.width and p.y + p.h <= level.height
     assert 1 <= p.out_width <= S.max_cvt and 1 <= p.out_height <= S.max_cvt
     # The chosen level has at least the pixels the output needs, unless it is full size.

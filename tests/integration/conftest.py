@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+from tests.integration import servers
+
+# No integration test may run longer than this (fixture start-up of a module-wide stack
+# excluded); a hang anywhere becomes a failure instead of a stuck run.
+TEST_TIME_LIMIT = 30
+
+
+class TestTimeout(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _time_limit() -> Iterator[None]:
+    def expired(signum: int, frame: FrameType | None) -> None:
+        raise TestTimeout(f"integration test ran longer than {TEST_TIME_LIMIT}s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_TIME_LIMIT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, fixtures: str) -> Iterator[servers.Stack]:
+    """One nginx -> iipsrv-py (2 workers, CORS=*) shared by the read-only tests of a module."""
+    workdir = str(tmp_path_factory.mktemp("stack"))
+    with servers.nginx_stack(workdir, workers=2, env={"CORS": "*"}) as front:
+        yield front
+
+
+@pytest.fixture
+def workdir(tmp_path) -> str:
+    return str(tmp_path)
