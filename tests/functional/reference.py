@@ -49,6 +49,12 @@ class StoredLevel:
     def tiles_y(self) -> int:
         return -(-self.height // self.tile_height)
 
+    def tile_box(self, index: int) -> tuple[int, int, int, int]:
+        """``(x, y, w, h)`` of tile ``index`` (row-major), cropped at the image edge."""
+        col, row = index % self.tiles_x, index // self.tiles_x
+        x, y = col * self.tile_width, row * self.tile_height
+        return x, y, min(self.tile_width, self.width - x), min(self.tile_height, self.height - y)
+
 
 def _pages(tif: tifffile.TiffFile) -> list[tifffile.TiffPage]:
     """The pyramid as the file stores it: SubIFDs of page 0, or the IFD chain."""
