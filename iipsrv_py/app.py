@@ -11,13 +11,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from . import SERVER_SOFTWARE, __version__
 from .catalog import Catalog
 from .errors import IIPError, ServerError, TooLarge, status_line
 from .handlers import iip as iip_handler
-from .handlers.context import RequestContext
+from .handlers.context import ClientRequest, RequestContext
 from .pipeline import Pipeline
 from .protocols import iip as iip_protocol
 from .responses import PLAIN_TEXT, Response, http_date
@@ -99,6 +99,7 @@ class Application:
         protocol, request_text = self._request_string(method, environ)
         if not request_text:
             return self._banner()
+        path = _request_path(environ)
         ctx = RequestContext(
             self.settings,
             self.catalog,
@@ -106,21 +107,31 @@ class Application:
             method,
             environ.get("HTTP_IF_NONE_MATCH"),
             environ.get("HTTP_IF_MODIFIED_SINCE"),
+            ClientRequest(
+                scheme="https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http",
+                host=environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost"),
+                path=path,
+                accept=environ.get("HTTP_ACCEPT", ""),
+                iiif_id=environ.get("HTTP_X_IIIF_ID", ""),
+            ),
         )
         if protocol != "IIP":
-            # Protocols other than IIP arrive as an IIP command, e.g. IIIF=/id/info.json.
-            request_text = f"{protocol}={request_text}"
+            prefix = path[: len(path) - len(request_text)].rstrip("/")
+            return iip_handler.protocol_response(protocol, request_text, ctx, ctx.client.root + prefix)
         request = iip_protocol.parse(request_text)
         return iip_handler.handle(request, ctx, request_text)
 
     def _request_string(self, method: str, environ: dict[str, Any]) -> tuple[str, str]:
-        """``(protocol, request text)`` from URI_MAP, the query string or a POSTed form."""
+        """``(protocol, request text)`` from URI_MAP, the query string or a POSTed form.
+
+        A URI_MAP path keeps its percent-encoding: the protocol's parser decodes it.
+        """
         query = environ.get("QUERY_STRING", "")
         if self.settings.uri_map:
-            path = environ.get("REQUEST_URI", "").split("?", 1)[0] or environ.get("PATH_INFO", "")
+            path = _request_path(environ)
             for prefix, protocol in self.settings.uri_map:
                 head = f"/{prefix}/"
-                if path.startswith(head):
+                if path.startswith(head) or (protocol != "IIP" and path == head[:-1]):
                     return protocol, (query if protocol == "IIP" else path[len(head) :])
         if not query and method == "POST":
             return "IIP", self._read_form(environ)
@@ -178,6 +189,11 @@ class Application:
         headers.extend(self._cors)
         headers.extend(response.headers)
         return headers
+
+
+def _request_path(environ: dict[str, Any]) -> str:
+    """The path as the client sent it (still percent-encoded), without the query string."""
+    return environ.get("REQUEST_URI", "").split("?", 1)[0] or quote(environ.get("PATH_INFO", "") or "/")
 
 
 def _describe(environ: dict[str, Any]) -> str:

@@ -101,3 +101,28 @@ class Quality:
             return ""
         level = "" if self.level is None else str(self.level)
         return f"{self.compression}:{level}" if self.compression else level
+
+
+@dataclass(frozen=True)
+class Ops:
+    """Processing after the resize: tone, colour reduction, then mirroring, then rotation.
+
+    ``rotation`` is clockwise in degrees (any angle); ``mirror`` flips horizontally before
+    rotating (IIIF ``!n``); ``colour`` is "" (as stored), "gray" or "bitonal"; ``tone`` is ""
+    or one of the IIIF extension qualities "negative", "stretch", "equalization", "log".
+    """
+
+    rotation: float = 0.0
+    mirror: bool = False
+    colour: str = ""
+    tone: str = ""
+
+    @property
+    def none(self) -> bool:
+        return not (self.rotation % 360 or self.mirror or self.colour or self.tone)
+
+    @property
+    def canonical(self) -> str:
+        if self.none:
+            return ""
+        return f"{'!' if self.mirror else ''}{self.rotation % 360:g}/{self.colour}/{self.tone}"

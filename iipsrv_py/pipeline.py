@@ -15,7 +15,10 @@ from .cache.lru import LRUCache
 from .planning import ImagePlan
 from .settings import Settings
 from .sources.base import ImageSource
+from .transforms.colour import to_bitonal, to_grey
 from .transforms.resample import resize
+from .transforms.rotate import mirror, rotate
+from .transforms.tone import TONES
 
 
 class Pipeline:
@@ -36,16 +39,32 @@ class Pipeline:
             return cached
         body = self._passthrough(source, plan)
         if body is None:
+            encoder = encoders.get(plan.encoding)
             pixels = self.region(source, plan)
             pixels = resize(pixels, plan.out_width, plan.out_height, self.settings.interpolation)
-            body = encoders.get(plan.encoding).encode(pixels, plan.quality, self.settings)
+            pixels = self._process(pixels, plan, encoder.alpha)
+            body = encoder.encode(pixels, plan.quality, self.settings)
         self._remember(key, body, len(body))
         return body
+
+    @staticmethod
+    def _process(pixels: np.ndarray, plan: ImagePlan, alpha: bool) -> np.ndarray:
+        ops = plan.ops
+        if ops.tone:
+            pixels = TONES[ops.tone](pixels)
+        if ops.colour == "gray":
+            pixels = to_grey(pixels)
+        elif ops.colour == "bitonal":
+            pixels = to_bitonal(pixels)
+        if ops.mirror:
+            pixels = mirror(pixels)
+        return rotate(pixels, ops.rotation, transparent=alpha)
 
     def _passthrough(self, source: ImageSource, plan: ImagePlan) -> bytes | None:
         """The stored tile itself, when nothing about the request would change its bytes."""
         if (
             plan.tile is None
+            or not plan.ops.none
             or not self.settings.codec_passthrough
             or plan.quality.explicit
             or plan.encoding != source.info.stored_encoding

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import NotFound, TooLarge
-from .model import ImageInfo, Level, Quality
+from .model import ImageInfo, Level, Ops, Quality
 from .settings import Settings
 
 # Never decode more than this many pixels for one response: a region that large can only
@@ -58,6 +58,7 @@ class View:
     encoding: str = "jpeg"
     quality: Quality = field(default_factory=Quality)
     page: int = 0
+    ops: Ops = field(default_factory=Ops)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class TileView:
     encoding: str = "jpeg"
     quality: Quality = field(default_factory=Quality)
     page: int = 0
+    ops: Ops = field(default_factory=Ops)
 
 
 @dataclass(frozen=True)
@@ -86,14 +88,16 @@ class ImagePlan:
     page: int = 0
     # (col, row) when the region is exactly one stored tile of the level at its own size.
     tile: tuple[int, int] | None = None
+    ops: Ops = field(default_factory=Ops)
 
     @property
     def canonical(self) -> str:
         q = self.quality.canonical
         q = f":{q}" if q else ""
+        ops = self.ops.canonical
         return (
             f"p{self.page}/l{self.level}/{self.x},{self.y},{self.w},{self.h}/"
-            f"{self.out_width}x{self.out_height}/{self.encoding}{q}"
+            f"{self.out_width}x{self.out_height}/{ops}/{self.encoding}{q}"
         )
 
 
@@ -133,10 +137,15 @@ def _level_rect(level: Level, x: float, y: float, w: float, h: float) -> tuple[i
 
 
 def choose_level(info: ImageInfo, region_w: float, region_h: float, out_w: int, out_h: int) -> int:
-    """The smallest level whose pixels for the region are at least the output size."""
+    """The smallest level whose pixels for the region are at least the output size.
+
+    "At least" allows one pixel of slack: stored levels are rounded from W / factor one way
+    (libtiff and vips round down) while clients compute sizes the other (DeepZoom and IIIF
+    round up), and reading the next, four times larger level for that pixel would be waste.
+    """
     for index in range(len(info.levels) - 1, 0, -1):
         level = info.levels[index]
-        if region_w / level.downsample_x >= out_w - _EPS and region_h / level.downsample_y >= out_h - _EPS:
+        if region_w / level.downsample_x >= out_w - 1 - _EPS and region_h / level.downsample_y >= out_h - 1 - _EPS:
             return index
     return 0
 
@@ -164,7 +173,7 @@ def plan(view: View | TileView, info: ImageInfo, settings: Settings) -> ImagePla
             f"{w}x{h} pixels at level {index} for a {out_w}x{out_h} output",
         )
     tile = _exact_tile(level, x, y, w, h) if (w, h) == (out_w, out_h) else None
-    return ImagePlan(index, x, y, w, h, out_w, out_h, view.encoding, view.quality, view.page, tile)
+    return ImagePlan(index, x, y, w, h, out_w, out_h, view.encoding, view.quality, view.page, tile, view.ops)
 
 
 def plan_tile(view: TileView, info: ImageInfo) -> ImagePlan:
@@ -175,3 +184,28 @@ def plan_tile(view: TileView, info: ImageInfo) -> ImagePlan:
         raise NotFound("tile out of range", f"tile {view.col},{view.row} of {level.tiles_x}x{level.tiles_y}")
     x, y, w, h = level.tile_rect(view.col, view.row)
     return ImagePlan(view.level, x, y, w, h, w, h, view.encoding, view.quality, view.page, (view.col, view.row))
+
+
+def match_tile(info: ImageInfo, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> tuple[int, int, int] | None:
+    """``(level, col, row)`` when a full-size region at an output size is exactly one stored
+    tile at its own size, as IIIF and DeepZoom viewers ask for them; else None.
+
+    A level's scale factor is its real downsample rounded to an integer, as info.json
+    announces it, so a level of 11500 pixels under a 46001-pixel image still serves the
+    requests a viewer computes with a factor of 4.
+    """
+    for index, level in enumerate(info.levels):
+        sx, sy = round(level.downsample_x), round(level.downsample_y)
+        if sx < 1 or sy < 1:
+            continue
+        span_x, span_y = level.tile_width * sx, level.tile_height * sy
+        if x % span_x or y % span_y:
+            continue
+        col, row = x // span_x, y // span_y
+        if col >= level.tiles_x or row >= level.tiles_y:
+            continue
+        if (w, h) != (min(span_x, info.width - x), min(span_y, info.height - y)):
+            continue
+        if level.tile_rect(col, row)[2:] == (out_w, out_h):
+            return index, col, row
+    return None

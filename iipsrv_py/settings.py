@@ -60,6 +60,8 @@ class Settings:
     # New in iipsrv_py.
     workers: int = 0  # 0: one per CPU
     http_bind: str = ""
+    deepzoom_overlap: int = 0
+    deepzoom_format: str = "jpg"
 
     @property
     def fingerprint(self) -> str:
@@ -149,6 +151,13 @@ def parse_uri_map(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(entries)
 
 
+def _deepzoom_format(text: str) -> str:
+    value = text.strip().lower() or "jpg"
+    if value not in ("jpg", "jpeg", "png", "webp"):
+        raise SettingsError(f"DEEPZOOM_FORMAT={text!r} must be jpg, png or webp")
+    return "jpg" if value == "jpeg" else value
+
+
 def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
     r = _Reader(env)
     max_cvt = r.integer("MAX_CVT", 5000, -1, 1_000_000)
@@ -194,5 +203,7 @@ def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         copyright=r.string("COPYRIGHT", ""),
         workers=r.integer("WORKERS", 0, 0, 1024),
         http_bind=r.string("HTTP_BIND", "").strip(),
+        deepzoom_overlap=r.integer("DEEPZOOM_OVERLAP", 0, 0, 64),
+        deepzoom_format=_deepzoom_format(r.string("DEEPZOOM_FORMAT", "jpg")),
     )
     return settings, r.warnings

@@ -22,10 +22,11 @@ class Encoder:
     mime: str
     extension: str
     encode: Callable[[np.ndarray, Quality, Settings], bytes]
+    alpha: bool = True  # can carry transparency (rotation corners are transparent then)
 
 
 ENCODERS: dict[str, Encoder] = {
-    "jpeg": Encoder("jpeg", "image/jpeg", "jpg", jpeg.encode),
+    "jpeg": Encoder("jpeg", "image/jpeg", "jpg", jpeg.encode, alpha=False),
     "png": Encoder("png", "image/png", "png", png.encode),
     "webp": Encoder("webp", "image/webp", "webp", webp.encode),
     "avif": Encoder("avif", "image/avif", "avif", avif.encode),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from .. import encoders
@@ -15,6 +15,21 @@ from ..settings import Settings
 from ..sources.base import ImageSource
 
 
+@dataclass(frozen=True)
+class ClientRequest:
+    """What handlers may know of the HTTP request beyond the request string."""
+
+    scheme: str = "http"
+    host: str = "localhost"  # Host header, with its port
+    path: str = "/"  # request path as sent (percent-encoded), without the query
+    accept: str = ""
+    iiif_id: str = ""  # X-IIIF-ID header
+
+    @property
+    def root(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+
 @dataclass
 class RequestContext:
     settings: Settings
@@ -23,6 +38,7 @@ class RequestContext:
     method: str = "GET"
     if_none_match: str | None = None
     if_modified_since: str | None = None
+    client: ClientRequest = field(default_factory=ClientRequest)
 
     def validated(self, source: ImageSource, canonical: str) -> tuple[str, Response | None]:
         """The ETag for this rendering, and a 304 when the client already has it.

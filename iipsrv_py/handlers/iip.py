@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from ..errors import image_not_set, malformed
 from ..model import Quality
 from ..planning import Region, TileView, View, plan
-from ..protocols.iip import TILE_COMMANDS, Command, IIPRequest
+from ..protocols.iip import PROTOCOL_COMMANDS, TILE_COMMANDS, Command, IIPRequest
 from ..responses import Response
 from ..sources.base import ImageSource
-from . import objects
+from . import deepzoom, iiif, objects, zoomify
 from .context import RequestContext
 
 NETFPX = "application/vnd.netfpx"
@@ -72,6 +72,8 @@ def _run(command: Command, state: _State, ctx: RequestContext) -> Response | Non
         state.output.content_type = out.content_type or state.output.content_type
         state.output.protocol = out.protocol or state.output.protocol
         state.produced = True
+    elif name in PROTOCOL_COMMANDS:
+        return protocol_response(name, value, ctx, f"{ctx.client.root}{ctx.client.path}?{command.name}=")
     elif name == "CVT":
         source = state.need_image(command)
         view = View(
@@ -96,6 +98,16 @@ def _run(command: Command, state: _State, ctx: RequestContext) -> Response | Non
             source, plan(_tile_view(source, res, tile, encoding, state), source.info, ctx.settings)
         )
     return None
+
+
+def protocol_response(protocol: str, path: str, ctx: RequestContext, route_base: str) -> Response:
+    """A request of another protocol: IIIF (URLs built on ``route_base``), DeepZoom, Zoomify."""
+    protocol = protocol.upper()
+    if protocol == "IIIF":
+        return iiif.handle(path, ctx, route_base)
+    if protocol == "DEEPZOOM":
+        return deepzoom.handle(path, ctx)
+    return zoomify.handle(path, ctx)
 
 
 def _tile_view(source: ImageSource, res: int, tile: int, encoding: str, state: _State) -> TileView:

@@ -29,6 +29,8 @@ CVT_FORMATS = {
     "tiff": "tiff",
     "tif": "tiff",
 }
+# Commands that carry a whole request of another protocol.
+PROTOCOL_COMMANDS = ("IIIF", "DEEPZOOM", "ZOOMIFY")
 # Tile commands -> encodings.
 TILE_COMMANDS = {"JTL": "jpeg", "PTL": "png", "WTL": "webp", "ATL": "avif", "TTL": "tiff"}
 TIFF_CODECS = ("lzw", "deflate", "jpeg", "webp", "zstd", "none")
@@ -152,6 +154,14 @@ def _path(name: str, raw: str) -> tuple[str, str]:
     return value, quote(value, safe="/")
 
 
+def _protocol_path(name: str, raw: str) -> tuple[str, str]:
+    # IIIF, DeepZoom and Zoomify paths go to their own parsers still percent-encoded: an
+    # IIIF identifier may hold an encoded "/" that must not split it.  "+" is a space in a
+    # query string, so it is made %20 here, where that is known.
+    value = raw.replace("+", "%20")
+    return value, value
+
+
 def _object(name: str, raw: str) -> tuple[str, str]:
     # The text keeps surrounding blanks: "OBJ= " names an (unsupported) empty object, and an
     # empty canonical value would be dropped when parsed again.
@@ -168,6 +178,9 @@ _PARSERS: dict[str, Callable[[str, str], tuple[object, str]]] = {
     "CVT": _cvt,
     "JTLS": _jtls,
     "SDS": _sds,
+    "IIIF": _protocol_path,
+    "DEEPZOOM": _protocol_path,
+    "ZOOMIFY": _protocol_path,
     **dict.fromkeys(TILE_COMMANDS, _tile),
 }
 

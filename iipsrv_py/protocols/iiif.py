@@ -1,0 +1,217 @@
+"""IIIF Image API 2.1 and 3.0 request parser.  Pure: path text and version in, request out.
+
+``{identifier}/info.json``, ``{identifier}/{region}/{size}/{rotation}/{quality}.{format}``, or
+the bare ``{identifier}`` (answered with a redirect to its info.json).  The path arrives as
+the client sent it (percent-encoded); the identifier is the part before the last four
+segments (or before ``/info.json``) and is percent-decoded only after that split, so an
+identifier may hold ``/`` (sent as ``%2F`` or even literally).
+
+Syntax errors raise BadRequest (400); whether a region lies inside the image is decided by the
+handler, which knows the image.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from ..errors import BadRequest
+
+# Output formats served, by IIIF extension.
+FORMATS = {"jpg": "jpeg", "png": "png", "webp": "webp", "avif": "avif", "tif": "tiff"}
+QUALITIES = ("default", "color", "gray", "bitonal")
+EXTENSION_QUALITIES = ("negative", "stretch", "equalization", "log")
+
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PIXELS = re.compile(rf"^({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})$")
+_SIZE_WH = re.compile(r"^(\d*),(\d*)$")
+
+
+@dataclass(frozen=True)
+class Region:
+    kind: str  # "full" | "square" | "pixels" | "percent"
+    x: float = 0.0
+    y: float = 0.0
+    w: float = 0.0
+    h: float = 0.0
+
+    @property
+    def canonical(self) -> str:
+        if self.kind in ("full", "square"):
+            return self.kind
+        values = ",".join(f"{v:g}" for v in (self.x, self.y, self.w, self.h))
+        return f"pct:{values}" if self.kind == "percent" else values
+
+
+@dataclass(frozen=True)
+class Size:
+    """``kind``: "max" (v3 max, v2 full or max), "width" (w,), "height" (,h), "percent",
+    "exact" (w,h) or "fit" (!w,h); ``upscale`` is the v3 ``^`` prefix."""
+
+    kind: str
+    width: int = 0
+    height: int = 0
+    percent: float = 0.0
+    upscale: bool = False
+
+    @property
+    def canonical(self) -> str:
+        prefix = "^" if self.upscale else ""
+        body = {
+            "max": "max",
+            "width": f"{self.width},",
+            "height": f",{self.height}",
+            "percent": f"pct:{self.percent:g}",
+            "exact": f"{self.width},{self.height}",
+            "fit": f"!{self.width},{self.height}",
+        }[self.kind]
+        return prefix + body
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    identifier: str  # decoded
+    raw_identifier: str  # as sent, for building URLs
+    region: Region
+    size: Size
+    rotation: float
+    mirror: bool
+    quality: str
+    format: str  # IIIF extension: jpg, png, ...
+
+    @property
+    def canonical(self) -> str:
+        rotation = f"{'!' if self.mirror else ''}{self.rotation:g}"
+        return f"{self.region.canonical}/{self.size.canonical}/{rotation}/{self.quality}.{self.format}"
+
+
+@dataclass(frozen=True)
+class InfoRequest:
+    identifier: str
+    raw_identifier: str
+
+
+@dataclass(frozen=True)
+class BaseRequest:
+    """The bare identifier: answered with 303 to its info.json."""
+
+    identifier: str
+    raw_identifier: str
+
+
+IIIFRequest = ImageRequest | InfoRequest | BaseRequest
+
+
+def _bad(what: str, text: str) -> BadRequest:
+    shown = "".join(c if c.isprintable() else "?" for c in text)[:100]
+    return BadRequest(f"invalid IIIF {what}: {shown}")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def parse_region(text: str) -> Region:
+    if text in ("full", "square"):
+        return Region(text)
+    kind, body = ("percent", text[4:]) if text.startswith("pct:") else ("pixels", text)
+    match = _PIXELS.match(body)
+    if not match:
+        raise _bad("region", text)
+    x, y, w, h = (_finite(v) for v in match.groups())
+    if w <= 0 or h <= 0:
+        raise _bad("region", text)
+    return Region(kind, x, y, w, h)
+
+
+def parse_size(text: str, version: int) -> Size:
+    upscale = text.startswith("^")
+    body = text[1:] if upscale else text
+    if upscale and version < 3:
+        raise _bad("size", text)  # "^" is new in 3.0
+    if body == "max":
+        return Size("max", upscale=upscale)
+    if body == "full":
+        if version >= 3:
+            raise _bad("size", text)  # 3.0 replaced full by max
+        return Size("max")
+    if body.startswith("pct:"):
+        try:
+            percent = _finite(body[4:])
+        except ValueError:
+            raise _bad("size", text) from None
+        if percent <= 0 or (version >= 3 and not upscale and percent > 100):
+            raise _bad("size", text)
+        return Size("percent", percent=percent, upscale=upscale)
+    fit = body.startswith("!")
+    match = _SIZE_WH.match(body[1:] if fit else body)
+    if not match:
+        raise _bad("size", text)
+    w_text, h_text = match.groups()
+    width = int(w_text) if w_text else 0
+    height = int(h_text) if h_text else 0
+    if (w_text and width <= 0) or (h_text and height <= 0) or not (w_text or h_text):
+        raise _bad("size", text)
+    if fit:
+        if not (w_text and h_text):
+            raise _bad("size", text)
+        return Size("fit", width, height, upscale=upscale)
+    if w_text and h_text:
+        return Size("exact", width, height, upscale=upscale)
+    return Size("width", width=width, upscale=upscale) if w_text else Size("height", height=height, upscale=upscale)
+
+
+def parse_rotation(text: str) -> tuple[float, bool]:
+    mirror = text.startswith("!")
+    body = text[1:] if mirror else text
+    if not re.fullmatch(_NUMBER, body):
+        raise _bad("rotation", text)
+    angle = float(body)
+    if angle > 360:
+        raise _bad("rotation", text)
+    return angle, mirror
+
+
+def parse_quality_format(text: str, version: int, extensions: bool) -> tuple[str, str]:
+    quality, dot, fmt = text.rpartition(".")
+    if not dot:
+        raise _bad("quality", text)
+    allowed = QUALITIES + (("native",) if version < 3 else ()) + (EXTENSION_QUALITIES if extensions else ())
+    if quality not in allowed:
+        raise _bad("quality", quality)
+    if fmt not in FORMATS:
+        raise _bad("format", fmt)
+    return ("default" if quality == "native" else quality), fmt
+
+
+def _identifier(raw: str) -> tuple[str, str]:
+    raw = raw.strip("/")
+    if not raw:
+        raise BadRequest("missing IIIF identifier")
+    # Re-quote what a client left unescaped, so the raw form is always safe inside a URL.
+    safe_raw = quote(raw, safe="/%:@!$&'()*+,;=-._~")
+    return unquote(raw), safe_raw
+
+
+def parse(path: str, version: int, extensions: bool = False) -> IIIFRequest:
+    """``path`` is everything after the IIIF prefix (or the IIIF= argument), not decoded."""
+    path = path.lstrip("/")
+    if path.endswith("/info.json") or path == "info.json":
+        identifier, raw = _identifier(path[: -len("info.json")])
+        return InfoRequest(identifier, raw)
+    segments = path.split("/")
+    if len(segments) >= 5 and "." in segments[-1]:
+        identifier, raw = _identifier("/".join(segments[:-4]))
+        region_text, size_text, rotation_text, last = (unquote(s) for s in segments[-4:])
+        region = parse_region(region_text)
+        size = parse_size(size_text, version)
+        rotation, mirror = parse_rotation(rotation_text)
+        quality, fmt = parse_quality_format(last, version, extensions)
+        return ImageRequest(identifier, raw, region, size, rotation, mirror, quality, fmt)
+    identifier, raw = _identifier(path)
+    return BaseRequest(identifier, raw)

@@ -1,0 +1,34 @@
+"""Mirroring and rotation by any angle (clockwise, as IIP and IIIF both mean it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .resample import from_vips, to_vips
+
+
+def mirror(pixels: np.ndarray) -> np.ndarray:
+    return pixels[:, ::-1]
+
+
+def rotate(pixels: np.ndarray, degrees: float, transparent: bool) -> np.ndarray:
+    """``pixels`` turned clockwise by ``degrees``.
+
+    Right angles are exact array rotations.  Other angles give the bounding box of the turned
+    image; the corners it uncovers are transparent when the output format has alpha
+    (``transparent``), white otherwise.
+    """
+    angle = degrees % 360
+    if angle == 0:
+        return pixels
+    if angle % 90 == 0:
+        return np.ascontiguousarray(np.rot90(pixels, k=-int(angle // 90)))
+    bands = pixels.shape[2]
+    if transparent and bands in (1, 3):
+        alpha = np.full((*pixels.shape[:2], 1), 255, pixels.dtype)
+        pixels = np.concatenate([pixels, alpha], axis=2)
+        bands += 1
+    has_alpha = bands in (2, 4)
+    background = [255] * (bands - 1) + ([0] if has_alpha else [255])
+    image = to_vips(pixels).rotate(angle, background=background)
+    return from_vips(image, pixels.dtype)
