@@ -142,10 +142,17 @@ def choose_level(info: ImageInfo, region_w: float, region_h: float, out_w: int, 
     "At least" allows one pixel of slack: stored levels are rounded from W / factor one way
     (libtiff and vips round down) while clients compute sizes the other (DeepZoom and IIIF
     round up), and reading the next, four times larger level for that pixel would be waste.
+    For outputs under 8 pixels the slack shrinks to an eighth of the size: one pixel of a
+    1-pixel output is all of it, and would let a full-resolution 1x1 region come from the
+    smallest level.
     """
+    slack_w, slack_h = min(1.0, out_w / 8), min(1.0, out_h / 8)
     for index in range(len(info.levels) - 1, 0, -1):
         level = info.levels[index]
-        if region_w / level.downsample_x >= out_w - 1 - _EPS and region_h / level.downsample_y >= out_h - 1 - _EPS:
+        if (
+            region_w / level.downsample_x >= out_w - slack_w - _EPS
+            and region_h / level.downsample_y >= out_h - slack_h - _EPS
+        ):
             return index
     return 0
 
@@ -167,6 +174,13 @@ def plan(view: View | TileView, info: ImageInfo, settings: Settings) -> ImagePla
     index = choose_level(info, fw, fh, out_w, out_h)
     level = info.levels[index]
     x, y, w, h = _level_rect(level, fx, fy, fw, fh)
+    while w * h > MAX_REGION_PIXELS and index + 1 < len(info.levels):
+        # Too many pixels to decode at the level that would suffice: upscale a little from
+        # the next smaller one rather than refuse (it is only ever short by a few pixels
+        # when the output itself is within MAX_CVT).
+        index += 1
+        level = info.levels[index]
+        x, y, w, h = _level_rect(level, fx, fy, fw, fh)
     if w * h > MAX_REGION_PIXELS:
         raise TooLarge(
             "request needs too many pixels from this image",
@@ -183,7 +197,9 @@ def plan_tile(view: TileView, info: ImageInfo) -> ImagePlan:
     if not (0 <= view.col < level.tiles_x and 0 <= view.row < level.tiles_y):
         raise NotFound("tile out of range", f"tile {view.col},{view.row} of {level.tiles_x}x{level.tiles_y}")
     x, y, w, h = level.tile_rect(view.col, view.row)
-    return ImagePlan(view.level, x, y, w, h, w, h, view.encoding, view.quality, view.page, (view.col, view.row))
+    return ImagePlan(
+        view.level, x, y, w, h, w, h, view.encoding, view.quality, view.page, (view.col, view.row), view.ops
+    )
 
 
 def match_tile(info: ImageInfo, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> tuple[int, int, int] | None:

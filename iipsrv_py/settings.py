@@ -8,6 +8,7 @@ cannot be parsed.  Nothing else in the package reads ``os.environ`` while servin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from collections.abc import Mapping
@@ -63,7 +64,7 @@ class Settings:
     deepzoom_overlap: int = 0
     deepzoom_format: str = "jpg"
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A short digest of every setting that can change a response body.
 

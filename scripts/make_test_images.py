@@ -172,6 +172,18 @@ def _odd_levels(path: str) -> None:
     write_levels(path, [full] + [reduce(full, w, h) for w, h in sizes], compression="lzw")
 
 
+@builder("tif-rgb-4099x3071-4lvl-step4-256tile-jpeg.tif")
+def _step4_levels(path: str) -> None:
+    """A slide-like pyramid: levels step by 4 and odd sizes are rounded down, as scanners write
+    them (Aperio: 46001 -> 11500): 4099x3071, 1024x767, 256x191, 64x47."""
+    full = scene(4099, 3071)
+    sizes, (w, h) = [], (4099, 3071)
+    for _ in range(3):
+        w, h = w // 4, h // 4
+        sizes.append((w, h))
+    write_levels(path, [full] + [reduce(full, w, h) for w, h in sizes])
+
+
 @builder("tif-grey-2000x1500-4lvl-256tile-none.tif")
 def _grey(path: str) -> None:
     write_levels(path, halving(grey(scene(2000, 1500)), 4), compression=None)

@@ -74,7 +74,10 @@ def _open(identifier: str, ctx: RequestContext) -> tuple[ImageSource, int]:
 
 
 def _info(source: ImageSource, image_id: str, version: int, negotiated: bool, ctx: RequestContext) -> Response:
-    ld = "application/ld+json" in ctx.client.accept
+    # 3.0 section 5.1: JSON-LD when asked for, and by default when no Accept header is sent;
+    # 2.1 section 5: JSON-LD only when asked for.
+    accept = ctx.client.accept
+    ld = "application/ld+json" in accept or (version >= 3 and not accept.strip())
     content_type = (
         f'application/ld+json;profile="http://iiif.io/api/image/{version}/context.json"' if ld else "application/json"
     )
@@ -173,7 +176,9 @@ def _image(
     request: iiif.ImageRequest, source: ImageSource, page: int, image_id: str, version: int, ctx: RequestContext
 ) -> Response:
     info = source.info
-    if request.quality == "color" and info.channels < 3:
+    if request.quality == "color" and info.channels < 3 and version < 3:
+        # 2.1 lists the qualities an image has (not color for grey) and refuses others; 3.0
+        # says a color request "MUST NOT result in an error": it gets the grey pixels.
         raise BadRequest("quality color is not available for a grey image")
     x, y, w, h = region_pixels(request.region, info)
     out_w, out_h = output_size(request.size, w, h, version, ctx.settings)
@@ -208,9 +213,15 @@ def _canonical_url(
 ) -> str:
     full = region == (0, 0, info.width, info.height)
     region_text = "full" if full else ",".join(map(str, region))
+    rw, rh = region[2:]
     if version >= 3:
-        size_text = "max" if size == region[2:] else f"{size[0]},{size[1]}"
+        # "^" whenever the output is larger than the region: without it the URL is a 400.
+        caret = "^" if size[0] > rw or size[1] > rh else ""
+        size_text = "max" if size == (rw, rh) else f"{caret}{size[0]},{size[1]}"
+    elif size == (rw, rh):
+        size_text = "full"
     else:
-        size_text = "full" if size == region[2:] else f"{size[0]},"
-    rotation = f"{'!' if request.mirror else ''}{request.rotation:g}"
-    return f"{image_id}/{region_text}/{size_text}/{rotation}/{request.quality}.{request.format}"
+        # 2.1: "w," for a scaled image keeping its aspect ratio, "w,h" for a distorted one.
+        kept = max(1, round(size[0] * rh / rw)) == size[1]
+        size_text = f"{size[0]}," if kept else f"{size[0]},{size[1]}"
+    return f"{image_id}/{region_text}/{size_text}/{request.rotation_text}/{request.quality}.{request.format}"

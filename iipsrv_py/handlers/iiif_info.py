@@ -17,7 +17,6 @@ V3_EXTRA_FEATURES = ["canonicalLinkHeader", "mirroring", "profileLinkHeader", "r
 V2_FEATURES = [
     "baseUriRedirect",
     "canonicalLinkHeader",
-    "cors",
     "jsonldMediaType",
     "mirroring",
     "profileLinkHeader",
@@ -115,17 +114,22 @@ def build(info: ImageInfo, image_id: str, version: int, settings: Settings) -> d
         doc["tiles"] = tiles(info)
         doc["extraQualities"] = qualities(info, settings)
         doc["extraFormats"] = [f for f in served_formats() if f not in ("jpg", "png")]
-        features = [*V3_EXTRA_FEATURES, *(["sizeUpscaling"] if settings.allow_upscaling else [])]
+        # IIIF 3.0 section 5.7: sizeUpscaling must come with maxWidth or maxArea.  "^" requests
+        # are served either way; the feature is only announced when a limit is announced too.
+        features = [*V3_EXTRA_FEATURES, *(["sizeUpscaling"] if settings.allow_upscaling and limit else [])]
         doc["extraFeatures"] = features
         if rights and _is_uri(rights):
             doc["rights"] = rights
         if services:
             doc["service"] = services
         return doc
+    # CORS headers are only sent when CORS is set, so only then is the feature claimed.
+    supports = [*V2_FEATURES, *(["cors"] if settings.cors else [])]
+    supports += ["sizeAboveFull"] if settings.allow_upscaling else []
     profile: dict[str, Any] = {
         "formats": served_formats(),
         "qualities": ["default", *qualities(info, settings)],
-        "supports": [*V2_FEATURES, *(["sizeAboveFull"] if settings.allow_upscaling else [])],
+        "supports": sorted(supports),
     }
     if limit:
         profile["maxWidth"] = profile["maxHeight"] = limit

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from urllib.parse import quote, unquote
 
 from ..errors import BadRequest
@@ -24,9 +25,12 @@ FORMATS = {"jpg": "jpeg", "png": "png", "webp": "webp", "avif": "avif", "tif": "
 QUALITIES = ("default", "color", "gray", "bitonal")
 EXTENSION_QUALITIES = ("negative", "stretch", "equalization", "log")
 
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_PIXELS = re.compile(rf"^({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})$")
-_SIZE_WH = re.compile(r"^(\d*),(\d*)$")
+# Decimal digits and "." only (3.0 section 4.7).  ASCII, so that other scripts' digits, which
+# float() and int() would read, are syntax errors; always matched whole (fullmatch), since "$"
+# would also accept a trailing newline.
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_PIXELS = re.compile(rf"({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})")
+_SIZE_WH = re.compile(r"([0-9]*),([0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Region:
     def canonical(self) -> str:
         if self.kind in ("full", "square"):
             return self.kind
-        values = ",".join(f"{v:g}" for v in (self.x, self.y, self.w, self.h))
+        values = ",".join(_decimal(v) for v in (self.x, self.y, self.w, self.h))
         return f"pct:{values}" if self.kind == "percent" else values
 
 
@@ -63,7 +67,7 @@ class Size:
             "max": "max",
             "width": f"{self.width},",
             "height": f",{self.height}",
-            "percent": f"pct:{self.percent:g}",
+            "percent": f"pct:{_decimal(self.percent)}",
             "exact": f"{self.width},{self.height}",
             "fit": f"!{self.width},{self.height}",
         }[self.kind]
@@ -82,9 +86,12 @@ class ImageRequest:
     format: str  # IIIF extension: jpg, png, ...
 
     @property
+    def rotation_text(self) -> str:
+        return f"{'!' if self.mirror else ''}{_decimal(self.rotation)}"
+
+    @property
     def canonical(self) -> str:
-        rotation = f"{'!' if self.mirror else ''}{self.rotation:g}"
-        return f"{self.region.canonical}/{self.size.canonical}/{rotation}/{self.quality}.{self.format}"
+        return f"{self.region.canonical}/{self.size.canonical}/{self.rotation_text}/{self.quality}.{self.format}"
 
 
 @dataclass(frozen=True)
@@ -116,14 +123,31 @@ def _finite(text: str) -> float:
     return value
 
 
+def _integer(text: str) -> int:
+    """int() refuses strings of thousands of digits (ValueError): a syntax error here too."""
+    return int(text) if text else 0
+
+
+def _decimal(value: float) -> str:
+    """The shortest text that reads back as ``value``, in digits and "." only (no exponent),
+    so that a canonical form parses again to the same request."""
+    text = repr(value)
+    if "e" in text or "E" in text:
+        text = format(Decimal(text), "f")
+    return text[:-2] if text.endswith(".0") else text
+
+
 def parse_region(text: str) -> Region:
     if text in ("full", "square"):
         return Region(text)
     kind, body = ("percent", text[4:]) if text.startswith("pct:") else ("pixels", text)
-    match = _PIXELS.match(body)
+    match = _PIXELS.fullmatch(body)
     if not match:
         raise _bad("region", text)
-    x, y, w, h = (_finite(v) for v in match.groups())
+    try:
+        x, y, w, h = (_finite(v) for v in match.groups())
+    except ValueError:  # digits beyond the float range
+        raise _bad("region", text) from None
     if w <= 0 or h <= 0:
         raise _bad("region", text)
     return Region(kind, x, y, w, h)
@@ -149,12 +173,14 @@ def parse_size(text: str, version: int) -> Size:
             raise _bad("size", text)
         return Size("percent", percent=percent, upscale=upscale)
     fit = body.startswith("!")
-    match = _SIZE_WH.match(body[1:] if fit else body)
+    match = _SIZE_WH.fullmatch(body[1:] if fit else body)
     if not match:
         raise _bad("size", text)
     w_text, h_text = match.groups()
-    width = int(w_text) if w_text else 0
-    height = int(h_text) if h_text else 0
+    try:
+        width, height = _integer(w_text), _integer(h_text)
+    except ValueError:
+        raise _bad("size", text) from None
     if (w_text and width <= 0) or (h_text and height <= 0) or not (w_text or h_text):
         raise _bad("size", text)
     if fit:
@@ -172,7 +198,7 @@ def parse_rotation(text: str) -> tuple[float, bool]:
     if not re.fullmatch(_NUMBER, body):
         raise _bad("rotation", text)
     angle = float(body)
-    if angle > 360:
+    if angle > 360:  # also inf, from more digits than a float holds
         raise _bad("rotation", text)
     return angle, mirror
 
@@ -193,8 +219,9 @@ def _identifier(raw: str) -> tuple[str, str]:
     raw = raw.strip("/")
     if not raw:
         raise BadRequest("missing IIIF identifier")
-    # Re-quote what a client left unescaped, so the raw form is always safe inside a URL.
-    safe_raw = quote(raw, safe="/%:@!$&'()*+,;=-._~")
+    # Re-quote what a client left unescaped, so the raw form is always safe inside a URL
+    # (lone surrogates, which only the debug mode's stdin can carry, included).
+    safe_raw = quote(raw, safe="/%:@!$&'()*+,;=-._~", errors="surrogatepass")
     return unquote(raw), safe_raw
 
 

@@ -7,8 +7,15 @@ import numpy as np
 from .resample import from_vips, to_vips
 
 
+def _fresh(view: np.ndarray) -> np.ndarray:
+    """A new array with ordinary strides.  Encoders (imagecodecs) refuse negative strides, and
+    np.ascontiguousarray would keep them for arrays with a side of 1 pixel, which numpy
+    already counts as contiguous."""
+    return view.copy(order="C")
+
+
 def mirror(pixels: np.ndarray) -> np.ndarray:
-    return pixels[:, ::-1]
+    return _fresh(pixels[:, ::-1])
 
 
 def rotate(pixels: np.ndarray, degrees: float, transparent: bool) -> np.ndarray:
@@ -22,7 +29,7 @@ def rotate(pixels: np.ndarray, degrees: float, transparent: bool) -> np.ndarray:
     if angle == 0:
         return pixels
     if angle % 90 == 0:
-        return np.ascontiguousarray(np.rot90(pixels, k=-int(angle // 90)))
+        return _fresh(np.rot90(pixels, k=-int(angle // 90)))
     bands = pixels.shape[2]
     if transparent and bands in (1, 3):
         alpha = np.full((*pixels.shape[:2], 1), 255, pixels.dtype)

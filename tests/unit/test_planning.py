@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from iipsrv_py.errors import NotFound
 from iipsrv_py.model import ImageInfo, Level
-from iipsrv_py.planning import Region, TileView, View, plan
+from iipsrv_py.planning import MAX_REGION_PIXELS, Region, TileView, View, plan
 from iipsrv_py.settings import Settings
 
 
@@ -118,6 +118,9 @@ def test_any_region_gives_a_plan_inside_its_level(x: float, y: float, w: float, 
     assert p.x >= 0 and p.y >= 0 and p.w >= 1 and p.h >= 1
     assert p.x + p.w <= level.width and p.y + p.h <= level.height
     assert 1 <= p.out_width <= S.max_cvt and 1 <= p.out_height <= S.max_cvt
-    # The chosen level has at least the pixels the output needs, unless it is full size.
-    if p.level > 0:
-        assert math.ceil(p.w) >= p.out_width - 1 and math.ceil(p.h) >= p.out_height - 1
+    # The chosen level has at least the pixels the output needs, unless it is full size or
+    # the next larger level would need more pixels than a worker may decode.
+    if p.level > 0 and not (math.ceil(p.w) >= p.out_width - 1 and math.ceil(p.h) >= p.out_height - 1):
+        larger = SLIDE.levels[p.level - 1]
+        scale = larger.downsample_x / SLIDE.levels[p.level].downsample_x
+        assert p.w * p.h * scale * scale > MAX_REGION_PIXELS
