@@ -136,6 +136,13 @@ def _level_rect(level: Level, x: float, y: float, w: float, h: float) -> tuple[i
     return x0, y0, x1 - x0, y1 - y0
 
 
+def _snapped_rect(level: Level, fx: float, fy: float, out_w: int, out_h: int) -> tuple[int, int, int, int]:
+    w, h = min(out_w, level.width), min(out_h, level.height)
+    x = min(max(round(fx / level.downsample_x), 0), level.width - w)
+    y = min(max(round(fy / level.downsample_y), 0), level.height - h)
+    return x, y, w, h
+
+
 def choose_level(info: ImageInfo, region_w: float, region_h: float, out_w: int, out_h: int) -> int:
     """The smallest level whose pixels for the region are at least the output size.
 
@@ -174,6 +181,10 @@ def plan(view: View | TileView, info: ImageInfo, settings: Settings) -> ImagePla
     index = choose_level(info, fw, fh, out_w, out_h)
     level = info.levels[index]
     x, y, w, h = _level_rect(level, fx, fy, fw, fh)
+    if abs(fw / level.downsample_x - out_w) < 1 and abs(fh / level.downsample_y - out_h) < 1:
+        # The level has the output's own scale: read exactly the output's pixels, at the
+        # nearest whole-pixel position, rather than one more column and row to resample.
+        x, y, w, h = _snapped_rect(level, fx, fy, out_w, out_h)
     while w * h > MAX_REGION_PIXELS and index + 1 < len(info.levels):
         # Too many pixels to decode at the level that would suffice: upscale a little from
         # the next smaller one rather than refuse (it is only ever short by a few pixels

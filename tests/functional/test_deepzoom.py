@@ -283,15 +283,10 @@ def test_overlapping_tiles_repeat_their_neighbours_pixels(app, app_overlap, name
     assert checked >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: DeepZoom level 11 (1025x768) of the 4x pyramid is made from stored "
-    "level 1 (1024x767), whose pixels are 4.003 full-size pixels apart, not 4.  Source windows are rounded to "
-    "whole stored pixels, so tile (0,0) maps its 257 columns 1:1 onto stored columns 0-256 (as "
-    "stored tiles sent unchanged do) while tile (1,0) squeezes stored columns 254-512 into 258 "
-    "(the true grid): the columns they share differ by a fraction of a pixel's shift (mean 9.9)",
-)
 def test_overlap_next_to_stored_tiles(app_overlap):
+    """DeepZoom level 11 (1025x768) of the 4x pyramid comes from stored level 1 (1024x767), whose
+    pixels are 4.003 full-size pixels apart.  Tiles at the level's own scale read whole stored
+    pixels without resampling, so neighbours agree where they overlap."""
     width, height, _ = geometry(tiling.STEP4)
     assert dz_level_size(width, height, 11) == (1025, 768)
     _, left, right, upper, lower, _, _ = overlap_strips(app_overlap, tiling.STEP4, 11)
