@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from . import SERVER_SOFTWARE, __version__
+from .cache.responses import CachedResponse, request_key
 from .catalog import Catalog
 from .errors import IIPError, ServerError, TooLarge, status_line
 from .handlers import iip as iip_handler
@@ -69,6 +70,14 @@ class Application:
         if self._caches_dirty:
             self.clear_caches()
         method = environ.get("REQUEST_METHOD", "GET").upper()
+        key = request_key(environ)
+        if key is not None:
+            hit = self.pipeline.cache.get(key)
+            if isinstance(hit, CachedResponse) and self.catalog.still_current(hit.sources):
+                start_response(hit.status, hit.headers)
+                self._log(method, environ, 200, len(hit.body), started)
+                return [b""] if method == "HEAD" else [hit.body]
+        self.catalog.begin_request()
         try:
             response = self._dispatch(method, environ)
         except ServerError as exc:
@@ -77,17 +86,19 @@ class Application:
             log.exception("unhandled error for %s", _describe(environ))
             response = self._error(ServerError(log_detail=repr(exc)), environ, logged=True)
         headers = self._headers(response)
-        start_response(status_line(response.status), headers)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s %s -> %d %dB %.1fms",
-                method,
-                _describe(environ),
-                response.status,
-                len(response.body),
-                (time.perf_counter() - started) * 1000,
-            )
+        status = status_line(response.status)
+        start_response(status, headers)
+        if key is not None and response.status == 200 and response.etag and len(self.catalog.opened) == 1:
+            entry = CachedResponse(status, headers, response.body, tuple(self.catalog.opened))
+            self.pipeline.remember(key, entry, entry.size)
+        self._log(method, environ, response.status, len(response.body), started)
         return [b""] if method == "HEAD" else [response.body]
+
+    @staticmethod
+    def _log(method: str, environ: dict[str, Any], status: int, size: int, started: float) -> None:
+        if log.isEnabledFor(logging.INFO):
+            elapsed = (time.perf_counter() - started) * 1000
+            log.info("%s %s -> %d %dB %.1fms", method, _describe(environ), status, size, elapsed)
 
     def _dispatch(self, method: str, environ: dict[str, Any]) -> Response:
         if method == "OPTIONS":

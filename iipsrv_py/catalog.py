@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 
 from .cache.lru import LRUCache
+from .errors import ServerError
+from .model import SourceIdentity
 from .sources.base import ImageSource
 from .sources.registry import open_source
 from .storage.base import Storage
@@ -22,10 +24,16 @@ class Catalog:
     def __init__(self, storage: Storage, max_images: int) -> None:
         self.storage = storage
         self._images: LRUCache[ImageSource] = LRUCache(max_items=max_images)
+        # (identifier, identity) of every image opened since begin_request(): what a response
+        # cached for reuse must be revalidated against.
+        self.opened: list[tuple[str, SourceIdentity]] = []
+
+    def begin_request(self) -> None:
+        self.opened.clear()
 
     def open(self, identifier: str) -> ImageSource:
-        location = self.storage.locate(identifier)
-        identity = self.storage.identity(location)
+        location, identity = self.storage.resolve(identifier)
+        self.opened.append((identifier, identity))
         source = self._images.get(location)
         if source is not None:
             if source.identity == identity:
@@ -34,6 +42,13 @@ class Catalog:
         source = open_source(self.storage.open(location, identity))
         self._images.put(location, source)
         return source
+
+    def still_current(self, sources: tuple[tuple[str, SourceIdentity], ...]) -> bool:
+        """Whether each identifier still resolves, inside the root, to the same bytes."""
+        try:
+            return all(self.storage.resolve(ident)[1] == identity for ident, identity in sources)
+        except ServerError:
+            return False
 
     def clear(self) -> None:
         self._images.clear()

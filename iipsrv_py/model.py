@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -43,8 +44,9 @@ class SourceIdentity:
     size: int
     version: str = ""  # inode, object ETag or similar; changes when the bytes change
 
-    @property
+    @functools.cached_property
     def token(self) -> str:
+        # Cached: every tile lookup of a request keys on it.
         text = f"{self.key}\0{self.mtime!r}\0{self.size}\0{self.version}"
         return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
 

@@ -44,7 +44,7 @@ class Pipeline:
             pixels = resize(pixels, plan.out_width, plan.out_height, self.settings.interpolation)
             pixels = self._process(pixels, plan, encoder.alpha)
             body = encoder.encode(pixels, plan.quality, self.settings)
-        self._remember(key, body, len(body))
+        self.remember(key, body, len(body))
         return body
 
     @staticmethod
@@ -84,7 +84,7 @@ class Pipeline:
         if fresh.base is not None and fresh.base.nbytes > fresh.nbytes:
             # A cropped edge tile: keep only the pixels, not the padded buffer behind them.
             fresh = fresh.copy()
-        self._remember(key, fresh, fresh.nbytes)
+        self.remember(key, fresh, fresh.nbytes)
         return fresh
 
     def region(self, source: ImageSource, plan: ImagePlan) -> np.ndarray:
@@ -112,6 +112,6 @@ class Pipeline:
         assert out is not None
         return out
 
-    def _remember(self, key: tuple[object, ...], value: object, size: int) -> None:
+    def remember(self, key: tuple[object, ...], value: object, size: int) -> None:
         if size <= self._max_entry:
             self.cache.put(key, value, size)

@@ -114,8 +114,6 @@ class TiffSource:
             tif = tifffile.TiffFile(blob.stream())
             tif.pages.useframes = False
             self._pages = _pyramid_pages(tif)
-            for page in self._pages:
-                page.decode  # noqa: B018 - builds and caches the decoder now, not per tile
         except UnsupportedImage:
             raise
         except Exception as exc:

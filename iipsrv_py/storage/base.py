@@ -30,6 +30,10 @@ class Storage(Protocol):
         """Resolve a client identifier to a location, or raise NotFound."""
         ...
 
+    def resolve(self, identifier: str) -> tuple[str, SourceIdentity]:
+        """``(location, current identity)`` of an identifier; NotFound when it is refused or gone."""
+        ...
+
     def identity(self, location: str) -> SourceIdentity:
         """Current identity of a location (a stat); NotFound when it is gone."""
         ...

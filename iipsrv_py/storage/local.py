@@ -49,6 +49,10 @@ class LocalBlob:
 
 
 class LocalStorage:
+    # Resolved paths remembered per location, so that a warm request costs one stat instead
+    # of a realpath (an lstat per path component).  Bounded: emptied when it grows past this.
+    MAX_RESOLVED = 10_000
+
     def __init__(self, prefix: str, suffix: str = "") -> None:
         self.prefix = prefix
         self.suffix = suffix
@@ -57,25 +61,57 @@ class LocalStorage:
         # directory, never the whole filesystem.
         root = prefix if prefix.endswith("/") else os.path.dirname(prefix)
         self.root = os.path.realpath(root or ".")
+        self._resolved: dict[str, tuple[str, int, int]] = {}
 
-    def locate(self, identifier: str) -> str:
+    def _path(self, identifier: str) -> str:
         relative = normalise_identifier(identifier)
         if self.prefix:
-            path = self.prefix + relative + self.suffix
-        else:
-            path = os.path.join(self.root, relative + self.suffix)
+            return self.prefix + relative + self.suffix
+        return os.path.join(self.root, relative + self.suffix)
+
+    def _inside(self, path: str, identifier: str) -> str:
         real = os.path.realpath(path)
         if real != self.root and not real.startswith(self.root + os.sep):
             raise NotFound(_NOT_FOUND, f"{identifier!r} resolves outside the root")
         return real
 
+    def locate(self, identifier: str) -> str:
+        """The real path of an identifier, checked to lie inside the root."""
+        return self._inside(self._path(identifier), identifier)
+
+    def resolve(self, identifier: str) -> tuple[str, SourceIdentity]:
+        """``(real path, identity)`` of an identifier's file, or NotFound.
+
+        The real path is worked out again whenever the file the path leads to (following any
+        links as they are now) is not the one it led to last time: a same device and inode
+        means the very file that was found inside the root before.
+        """
+        path = self._path(identifier)
+        st = self._stat(path)
+        known = self._resolved.get(path)
+        if known is not None and (known[1], known[2]) == (st.st_dev, st.st_ino):
+            real = known[0]
+        else:
+            real = self._inside(path, identifier)
+            if len(self._resolved) >= self.MAX_RESOLVED:
+                self._resolved.clear()
+            self._resolved[path] = (real, st.st_dev, st.st_ino)
+        return real, self._identity(real, st)
+
     def identity(self, location: str) -> SourceIdentity:
+        return self._identity(location, self._stat(location))
+
+    @staticmethod
+    def _stat(path: str) -> os.stat_result:
         try:
-            st = os.stat(location)
+            return os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(_NOT_FOUND, f"no such file: {location}") from None
+            raise NotFound(_NOT_FOUND, f"no such file: {path}") from None
         except OSError as exc:
-            raise NotFound(_NOT_FOUND, f"cannot stat {location}: {exc.strerror}") from exc
+            raise NotFound(_NOT_FOUND, f"cannot stat {path}: {exc.strerror}") from exc
+
+    @staticmethod
+    def _identity(location: str, st: os.stat_result) -> SourceIdentity:
         if not stat.S_ISREG(st.st_mode):
             raise NotFound(_NOT_FOUND, f"not a regular file: {location}")
         return SourceIdentity(location, st.st_mtime, st.st_size, f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}")

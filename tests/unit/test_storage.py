@@ -66,3 +66,20 @@ def test_identity_changes_when_the_file_is_rewritten(tmp_path) -> None:
     os.utime(path, (first.mtime, first.mtime))  # same size and mtime, new inode
     second = storage.identity(storage.locate("a.tif"))
     assert first.token != second.token
+
+
+def test_retargeted_link_is_resolved_again(tmp_path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.tif").write_bytes(b"aaaa")
+    outside = tmp_path / "outside.tif"
+    outside.write_bytes(b"bbbb")
+    link = root / "link.tif"
+    os.symlink(root / "a.tif", link)
+    storage = LocalStorage(str(root) + "/")
+    location, _ = storage.resolve("link.tif")
+    assert location == str(root / "a.tif")
+    os.unlink(link)
+    os.symlink(outside, link)  # now pointing out of the root
+    with pytest.raises(NotFound):
+        storage.resolve("link.tif")
