@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes (default: WORKERS, else one per CPU; 1 when started on fd 0)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("native", "flup"),
+        default="native",
+        help="FastCGI protocol code: native (default; keeps connections alive, several per worker) "
+        "or flup (one connection at a time per worker)",
+    )
     parser.add_argument("--version", action="version", version=f"iipsrv-py {__version__}")
     return parser
 
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import server
     from .app import Application
+    from .warmup import WarmUp
 
     def make_app() -> Application:
         return Application(settings)
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         # The process manager decides how many of us run: one worker each unless told.
         workers = args.workers or settings.workers or 1
         log.warning("iipsrv-py %s serving FastCGI on the inherited socket", __version__)
-    server.serve_fastcgi(sock, workers, make_app)
+    server.serve_fastcgi(sock, workers, make_app, args.engine, WarmUp(Application, settings))
     return 0
 
 

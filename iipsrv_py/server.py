@@ -2,8 +2,9 @@
 
 The FastCGI pool is a small supervisor and N forked workers sharing one listening socket:
 
-* each worker blocks in ``accept()`` and hands the connection to flup's FastCGI
-  ``Connection``, which calls the WSGI application;
+* each worker runs the native responder (``fastcgi.py``: all its connections in one selector,
+  kept-alive connections honoured) or, with ``--engine flup``, blocks in ``accept()`` and
+  hands each connection to flup's FastCGI ``Connection``; both call the WSGI application;
 * SIGTERM/SIGINT to the supervisor: workers are told to stop (an idle one exits at once, a
   busy one after its request), and any still alive after ``STOP_GRACE`` seconds is killed;
 * SIGHUP: forwarded to every worker, which empties its caches before its next request;
@@ -31,6 +32,9 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from flup.server.fcgi_base import BaseFCGIServer, Connection
+
+from .fastcgi import Responder
+from .warmup import WarmUp
 
 log = logging.getLogger("iipsrv_py.server")
 
@@ -106,13 +110,26 @@ class _FastCGI(BaseFCGIServer):
 
 
 class Worker:
-    def __init__(self, sock: socket.socket, app_factory: AppFactory) -> None:
+    """One pool process: the application behind the native responder (or flup's)."""
+
+    def __init__(
+        self, sock: socket.socket, app_factory: AppFactory, engine: str = "native", warm_up: WarmUp | None = None
+    ) -> None:
         self.sock = sock
+        if warm_up is not None:
+            warm_up.in_worker()
         self.app = app_factory()
-        self.fcgi = _FastCGI(self.app)
+        self.engine = engine
         self.stopping = False
-        self.busy = False
+        self.responder = Responder(sock, self.app) if engine == "native" else None
+        if warm_up is not None and self.responder is not None:
+            warm_up.rehearse_responder(self.responder)
+        self.flup_busy = False
         self.connection: Connection | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.responder.busy if self.responder is not None else self.flup_busy
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping:
@@ -120,8 +137,10 @@ class Worker:
             # must not raise again while this worker is already on its way out.
             return
         self.stopping = True
+        if self.responder is not None:
+            self.responder.stop()
         if not self.busy:
-            raise SystemExit(0)  # interrupts accept()
+            raise SystemExit(0)  # interrupts select() or accept()
         if self.connection is not None:
             self.connection._keepGoing = False  # ends a kept-alive connection after this request
 
@@ -132,28 +151,35 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
-        self.sock.setblocking(True)
         try:
-            while not self.stopping:
-                try:
-                    conn, addr = self.sock.accept()
-                except OSError as exc:
-                    if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
-                        continue
-                    raise
-                self.busy = True
-                try:
-                    self.connection = Connection(conn, addr, self.fcgi, None)
-                    self.connection.run()
-                except OSError as exc:
-                    log.warning("connection failed: %s", exc)
-                finally:
-                    self.connection = None
-                    self.busy = False
-                    with contextlib.suppress(OSError):
-                        conn.close()
+            if self.responder is not None:
+                self.responder.serve()
+            else:
+                self._run_flup()
         except SystemExit:
             pass
+
+    def _run_flup(self) -> None:
+        fcgi = _FastCGI(self.app)
+        self.sock.setblocking(True)
+        while not self.stopping:
+            try:
+                conn, addr = self.sock.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
+                    continue
+                raise
+            self.flup_busy = True
+            try:
+                self.connection = Connection(conn, addr, fcgi, None)
+                self.connection.run()
+            except OSError as exc:
+                log.warning("connection failed: %s", exc)
+            finally:
+                self.connection = None
+                self.flup_busy = False
+                with contextlib.suppress(OSError):
+                    conn.close()
 
 
 # -- the pool -------------------------------------------------------------------------------------
@@ -166,8 +192,17 @@ def _die_with_parent() -> None:
 
 
 class Pool:
-    def __init__(self, sock: socket.socket, workers: int, app_factory: AppFactory) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        workers: int,
+        app_factory: AppFactory,
+        engine: str = "native",
+        warm_up: WarmUp | None = None,
+    ) -> None:
         self.sock = sock
+        self.engine = engine
+        self.warm_up = warm_up
         self.size = max(1, workers)
         self.app_factory = app_factory
         self.children: set[int] = set()
@@ -202,7 +237,7 @@ class Pool:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, POOL_SIGNALS)  # a pending SIGTERM ends us here
             _die_with_parent()
-            Worker(self.sock, self.app_factory).run()
+            Worker(self.sock, self.app_factory, self.engine, self.warm_up).run()
         except BaseException:
             log.exception("worker %d failed", os.getpid())
             code = 1
@@ -293,11 +328,21 @@ class Pool:
         log.warning("FastCGI pool stopped")
 
 
-def serve_fastcgi(sock: socket.socket, workers: int, app_factory: AppFactory) -> None:
+def serve_fastcgi(
+    sock: socket.socket,
+    workers: int,
+    app_factory: AppFactory,
+    engine: str = "native",
+    warm_up: WarmUp | None = None,
+) -> None:
     unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+    if warm_up is not None:
+        warm_up.before_fork()
     try:
-        Pool(sock, workers, app_factory).run()
+        Pool(sock, workers, app_factory, engine, warm_up).run()
     finally:
+        if warm_up is not None:
+            warm_up.clean_up()
         sock.close()
         if isinstance(unix_path, str) and unix_path:
             with contextlib.suppress(OSError):

@@ -29,6 +29,7 @@ from tests import helpers
 
 IIPSRV = os.path.join(sys.prefix, "bin", "iipsrv-py")
 NGINX_SNIPPET = os.path.join(helpers.ROOT, "conf", "nginx", "iipsrv_py.conf")
+NGINX_UPSTREAM = os.path.join(helpers.ROOT, "conf", "nginx", "iipsrv_py-upstream.conf")
 FCGI_PATH = "/fcgi-bin/iipsrv.fcgi"
 
 START_TIMEOUT = 20.0  # seconds for a process to accept connections (imports numpy, pyvips...)
@@ -296,13 +297,25 @@ def start_spawn_fcgi(
 _FASTCGI_PASS = re.compile(r"^(?P<indent>[ \t]*)fastcgi_pass[ \t]+[^;#\n]+;", re.MULTILINE)
 
 
+_UPSTREAM_SERVER = re.compile(r"^(?P<indent>[ \t]*)server[ \t]+[^;#\n]+;", re.MULTILINE)
+
+
 def nginx_location(upstream: str) -> str:
-    """The shipped example (conf/nginx/iipsrv_py.conf) with its fastcgi_pass pointed at ``upstream``."""
+    """The shipped location (conf/nginx/iipsrv_py.conf), unchanged; it passes to "iipsrv_py"."""
     with open(NGINX_SNIPPET) as f:
         snippet = f.read()
     passes = _FASTCGI_PASS.findall(snippet)
     assert len(passes) == 1, f"{NGINX_SNIPPET} must have exactly one active fastcgi_pass line"
-    return _FASTCGI_PASS.sub(lambda m: f"{m['indent']}fastcgi_pass {upstream};", snippet)
+    return snippet
+
+
+def nginx_upstream(upstream: str) -> str:
+    """The shipped upstream (conf/nginx/iipsrv_py-upstream.conf) with its server at ``upstream``."""
+    with open(NGINX_UPSTREAM) as f:
+        text = f.read()
+    servers = _UPSTREAM_SERVER.findall(text)
+    assert len(servers) == 1, f"{NGINX_UPSTREAM} must have exactly one active server line"
+    return _UPSTREAM_SERVER.sub(lambda m: f"{m['indent']}server {upstream};", text)
 
 
 def nginx_conf(workdir: str, port: int, upstream: str) -> str:
@@ -322,6 +335,7 @@ http {{
     fastcgi_temp_path {workdir}/fastcgi_temp;
     uwsgi_temp_path {workdir}/uwsgi_temp;
     scgi_temp_path {workdir}/scgi_temp;
+{nginx_upstream(upstream)}
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;

@@ -54,3 +54,12 @@ def test_spawn_fcgi_with_several_workers(workdir: str) -> None:
         for _ in range(3):
             check_requests(stack)
         assert stack.server.workers() == workers
+
+
+def test_flup_engine_behind_nginx(workdir: str) -> None:
+    """``--engine flup`` (flup's own FastCGI code) answers the same, also on kept connections."""
+    bind = ("127.0.0.1", servers.free_port())
+    with servers.spawn_fcgi_stack(workdir, bind, args=["--engine", "flup", "--workers", "2"]) as stack:
+        stack.server.wait_workers(2)
+        for _ in range(3):
+            check_requests(stack)
