@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 
 from .cache.lru import LRUCache
-from .errors import ServerError
+from .errors import NotFound, ServerError
 from .model import SourceIdentity
 from .sources.base import ImageSource
 from .sources.registry import open_source
 from .storage.base import Storage
 
 log = logging.getLogger(__name__)
+
+ASSOCIATED_SEPARATOR = "::"
 
 
 class Catalog:
@@ -32,6 +34,17 @@ class Catalog:
         self.opened.clear()
 
     def open(self, identifier: str) -> ImageSource:
+        """The image an identifier names; ``<identifier>::<name>`` is one of its associated
+        images (a slide's label, macro or thumbnail) unless a file has that very name."""
+        try:
+            return self._open(identifier)
+        except NotFound:
+            base, separator, name = identifier.rpartition(ASSOCIATED_SEPARATOR)
+            if not separator or not base or not name:
+                raise
+        return self._open(base).associated(name)
+
+    def _open(self, identifier: str) -> ImageSource:
         location, identity = self.storage.resolve(identifier)
         self.opened.append((identifier, identity))
         source = self._images.get(location)

@@ -44,6 +44,11 @@ class SourceIdentity:
     size: int
     version: str = ""  # inode, object ETag or similar; changes when the bytes change
 
+    def part(self, name: str) -> SourceIdentity:
+        """The identity of one part of the object (a stack page, a slide's label image): it
+        changes with the object and keys caches apart from the object's other parts."""
+        return SourceIdentity(f"{self.key}#{name}", self.mtime, self.size, self.version)
+
     @functools.cached_property
     def token(self) -> str:
         # Cached: every tile lookup of a request keys on it.
@@ -73,6 +78,9 @@ class ImageInfo:
     horizontal_views: tuple[int, ...] = (0,)
     vertical_views: tuple[int, ...] = (90,)
     pages: tuple[str, ...] = field(default_factory=tuple)  # names of stack pages, if a stack
+    # Names of the images stored beside the pyramid (a slide's "label", "macro", "thumbnail"),
+    # reachable as ``<identifier>::<name>``.
+    associated: tuple[str, ...] = field(default_factory=tuple)
 
     def meta(self, key: str) -> str:
         for name, value in self.metadata:

@@ -152,15 +152,24 @@ class Server:
                 str(self.workers),
             ]
         # spawn-fcgi -F N: N single-process iipsrv instances on one socket (iipsrv has no pool).
-        return ["spawn-fcgi", "-n", "-s", self.socket_path, "-F", str(self.workers), "--", IIPSRV_CPP]
+        # Not -n: in the foreground spawn-fcgi ignores -F and runs a single process.
+        return ["spawn-fcgi", "-s", self.socket_path, "-F", str(self.workers), "--", IIPSRV_CPP]
 
     def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.env}
-        self.proc = subprocess.Popen(
-            self.command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        if self.name == "ours":
+            self.proc = subprocess.Popen(
+                self.command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
+        else:
+            # spawn-fcgi forks the workers into sessions of their own and exits, printing
+            # "child spawned successfully: PID: N" for each: those are the pool.
+            done = subprocess.run(self.command(), env=env, capture_output=True, text=True, timeout=30)
+            self.pids = [int(pid) for pid in re.findall(r"PID: (\d+)", done.stdout + done.stderr)]
+            if done.returncode != 0 or len(self.pids) != self.workers:
+                raise RuntimeError(f"spawn-fcgi started {len(self.pids)} of {self.workers}: {done.stderr.strip()}")
         wait_for_socket(self.socket_path)
         # The socket accepts before the workers exist: wait for all of them, then let them
         # settle, so that a first request measures the server, not its start-up.
@@ -171,6 +180,8 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: our supervisor's children, or spawn-fcgi's."""
+        if self.name != "ours":
+            return [pid for pid in self.pids if os.path.exists(f"/proc/{pid}")]
         assert self.proc is not None
         pgid = self.proc.pid
         found = []
@@ -184,8 +195,6 @@ class Server:
                 continue
             if int(fields[2]) == pgid and int(entry) != pgid:
                 found.append(int(entry))
-        if self.name != "ours" and not found:
-            found = [pgid]
         return found
 
     def peak_rss_mb(self) -> float:
@@ -198,6 +207,9 @@ class Server:
         return total / 1024
 
     def stop(self) -> None:
+        if self.name != "ours":
+            self._stop_spawned()
+            return
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -209,6 +221,30 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+
+    def _stop_spawned(self) -> None:
+        """iipsrv's processes are not our children: signal them and wait for them to go."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.worker_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 5
+            while self._running() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not self._running():
+                break
+        self.pids = []
+
+    def _running(self) -> bool:
+        """Any of spawn-fcgi's workers still alive (a zombie, reparented to init, counts as gone)."""
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat") as handle:
+                    if handle.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        return True
+            except OSError:
+                continue
+        return False
 
     def restart(self) -> None:
         self.stop()

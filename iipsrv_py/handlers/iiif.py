@@ -67,7 +67,7 @@ def _open(identifier: str, ctx: RequestContext) -> tuple[ImageSource, int]:
     source = ctx.catalog.open(identifier)
     if page >= max(1, len(source.info.pages)):
         raise NotFound("image not found", f"page {page} of {identifier!r}")
-    return source, page
+    return source.page(page), page
 
 
 # -- info.json --------------------------------------------------------------------------------

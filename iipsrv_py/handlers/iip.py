@@ -33,8 +33,12 @@ class _State:
     produced: bool = False
 
     def need_image(self, command: Command) -> ImageSource:
+        """The image to render: the SDS-selected page of a stack (SDS is ignored for an image
+        that is not a stack, as old clients send ``SDS=0,90`` to every image)."""
         if self.image is None:
             raise image_not_set(command.name)
+        if self.page and len(self.image.info.pages) > 1:
+            return self.image.page(self.page)
         return self.image
 
 

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import NotFound
 from ..model import ImageInfo, SourceIdentity
 
 
@@ -31,3 +32,26 @@ class ImageSource(Protocol):
     def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
         """The stored tile as a standalone stream in ``info.stored_encoding``, or None."""
         ...
+
+    def page(self, index: int) -> ImageSource:
+        """Page ``index`` of a stack (``info.pages``) as a source of its own; 0 is the image
+        itself.  Raises NotFound for a page the image does not have."""
+        ...
+
+    def associated(self, name: str) -> ImageSource:
+        """An image stored beside the pyramid (``info.associated``), or NotFound."""
+        ...
+
+
+class SinglePage:
+    """``page`` and ``associated`` for a source that is neither a stack nor has associated images."""
+
+    name: str
+
+    def page(self, index: int) -> ImageSource:
+        if index != 0:
+            raise NotFound("image not found", f"{self.name}: no page {index}")
+        return self  # type: ignore[return-value]
+
+    def associated(self, name: str) -> ImageSource:
+        raise NotFound("image not found", f"{self.name}: no associated image {name!r}")

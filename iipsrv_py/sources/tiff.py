@@ -18,6 +18,7 @@ import tifffile
 from ..errors import ImageDecodeError, NotFound, UnsupportedImage
 from ..model import ImageInfo, Level
 from ..storage.base import Blob
+from .base import SinglePage
 from .jpegstream import standalone_jpeg
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def _pyramid_pages(tif: tifffile.TiffFile) -> list[tifffile.TiffPage]:
     return pages
 
 
-class TiffSource:
+class TiffSource(SinglePage):
     format_name = "tiff"
 
     def __init__(self, blob: Blob) -> None:

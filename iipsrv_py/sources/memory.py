@@ -1,0 +1,97 @@
+"""An image held in memory as whole arrays, served as a pyramid of virtual tiles.
+
+For what is small enough to decode at once and has no tiles of its own: a slide's label,
+macro and thumbnail pictures, and the levels a JPEG decoder produces by DCT scaling.  Each
+level is either given as an array or made on first use by resizing the smallest given level
+that is larger (halving, as a pyramid writer would) and kept; tiles are views into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..errors import NotFound
+from ..model import ImageInfo, Level, SourceIdentity
+from ..transforms.resample import resize
+from .base import SinglePage
+
+TILE = 256
+
+
+def halving_sizes(width: int, height: int, smallest: int = TILE) -> list[tuple[int, int]]:
+    """(width, height) of each level from full size down, halving (rounding up) until the
+    image fits in ``smallest`` pixels."""
+    sizes = [(width, height)]
+    while max(sizes[-1]) > smallest:
+        w, h = sizes[-1]
+        sizes.append((max(1, -(-w // 2)), max(1, -(-h // 2))))
+    return sizes
+
+
+class ArraySource(SinglePage):
+    """A pyramid whose levels are arrays in memory (uint8, H x W x C).
+
+    ``levels`` gives the size of every level, full size first; ``load(i)`` returns the pixels
+    of level ``i`` or None when that level is to be made by resizing a larger one.
+    """
+
+    format_name = "memory"
+
+    def __init__(
+        self,
+        identity: SourceIdentity,
+        name: str,
+        sizes: Sequence[tuple[int, int]],
+        load: Callable[[int], np.ndarray | None],
+        channels: int,
+        info_fields: dict[str, object] | None = None,
+        tile: int = TILE,
+    ) -> None:
+        self.identity = identity
+        self.name = name
+        self._load = load
+        self._arrays: dict[int, np.ndarray] = {}
+        width, height = sizes[0]
+        levels = tuple(Level(w, h, tile, tile, width / w, height / h) for w, h in sizes)
+        colorspace = "grey" if channels in (1, 2) else "srgb"
+        fields: dict[str, object] = {"colorspace": colorspace, "format": "memory", **(info_fields or {})}
+        self.info = ImageInfo(width=width, height=height, levels=levels, channels=channels, **fields)  # type: ignore[arg-type]
+
+    @classmethod
+    def of_array(
+        cls, pixels: np.ndarray, identity: SourceIdentity, name: str, info_fields: dict[str, object] | None = None
+    ) -> ArraySource:
+        """One decoded picture with virtual levels halving down to a tile."""
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, np.newaxis]
+        height, width, channels = pixels.shape
+        sizes = halving_sizes(width, height)
+        return cls(identity, name, sizes, lambda i: pixels if i == 0 else None, channels, info_fields)
+
+    def level_pixels(self, level: int) -> np.ndarray:
+        if not 0 <= level < len(self.info.levels):
+            raise NotFound("resolution out of range", f"level {level}")
+        pixels = self._arrays.get(level)
+        if pixels is None:
+            pixels = self._load(level)
+            if pixels is None:
+                lvl = self.info.levels[level]
+                pixels = resize(self.level_pixels(level - 1), lvl.width, lvl.height)
+            if pixels.ndim == 2:
+                pixels = pixels[:, :, np.newaxis]
+            self._arrays[level] = pixels
+        return pixels
+
+    def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
+        if not 0 <= level < len(self.info.levels):
+            raise NotFound("resolution out of range", f"level {level}")
+        lvl = self.info.levels[level]
+        if not (0 <= col < lvl.tiles_x and 0 <= row < lvl.tiles_y):
+            raise NotFound("tile out of range", f"level {level} tile {col},{row}")
+        x, y, w, h = lvl.tile_rect(col, row)
+        return self.level_pixels(level)[y : y + h, x : x + w]
+
+    def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
+        return None
