@@ -36,7 +36,9 @@ class Application:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.catalog = Catalog(
-            LocalStorage(settings.filesystem_prefix, settings.filesystem_suffix), settings.max_metadata_cache
+            LocalStorage(settings.filesystem_prefix, settings.filesystem_suffix),
+            settings.max_metadata_cache,
+            settings.filename_pattern,
         )
         self.pipeline = Pipeline(settings)
         self._cors = (

@@ -15,6 +15,7 @@ from .errors import NotFound, ServerError
 from .model import SourceIdentity
 from .sources.base import ImageSource
 from .sources.registry import open_source
+from .sources.sequence import SequenceSource
 from .storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,9 @@ ASSOCIATED_SEPARATOR = "::"
 
 
 class Catalog:
-    def __init__(self, storage: Storage, max_images: int) -> None:
+    def __init__(self, storage: Storage, max_images: int, filename_pattern: str = "") -> None:
         self.storage = storage
+        self.filename_pattern = filename_pattern
         self._images: LRUCache[ImageSource] = LRUCache(max_items=max_images)
         # (identifier, identity) of every image opened since begin_request(): what a response
         # cached for reuse must be revalidated against.
@@ -34,11 +36,16 @@ class Catalog:
         self.opened.clear()
 
     def open(self, identifier: str) -> ImageSource:
-        """The image an identifier names; ``<identifier>::<name>`` is one of its associated
-        images (a slide's label, macro or thumbnail) unless a file has that very name."""
+        """The image an identifier names.  When no file has that name: an image sequence
+        (``<identifier><FILENAME_PATTERN><hhh>_<vvv>.<ext>`` files), or, for
+        ``<identifier>::<name>``, one of the image's associated images (a slide's label,
+        macro or thumbnail)."""
         try:
             return self._open(identifier)
         except NotFound:
+            members = self.storage.sequence(identifier, self.filename_pattern)
+            if members:
+                return SequenceSource(members, self._open)
             base, separator, name = identifier.rpartition(ASSOCIATED_SEPARATOR)
             if not separator or not base or not name:
                 raise

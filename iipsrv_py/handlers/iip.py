@@ -15,6 +15,7 @@ from ..planning import Region, TileView, View, plan
 from ..protocols.iip import PROTOCOL_COMMANDS, TILE_COMMANDS, Command, IIPRequest
 from ..responses import Response
 from ..sources.base import ImageSource
+from ..sources.sequence import SequenceSource
 from . import deepzoom, iiif, objects, zoomify
 from .context import RequestContext
 
@@ -29,6 +30,7 @@ class _State:
     region: Region = field(default_factory=Region)
     quality: Quality = field(default_factory=Quality)
     page: int = 0
+    angles: tuple[int, int] | None = None
     output: objects.ObjectOutput = field(default_factory=objects.ObjectOutput)
     produced: bool = False
 
@@ -37,6 +39,8 @@ class _State:
         that is not a stack, as old clients send ``SDS=0,90`` to every image)."""
         if self.image is None:
             raise image_not_set(command.name)
+        if isinstance(self.image, SequenceSource) and self.angles is not None:
+            return self.image.view(*self.angles)
         if self.page and len(self.image.info.pages) > 1:
             return self.image.page(self.page)
         return self.image
@@ -69,6 +73,7 @@ def _run(command: Command, state: _State, ctx: RequestContext) -> Response | Non
         state.quality = value
     elif name == "SDS":
         state.page = value[0]
+        state.angles = value
     elif name == "OBJ":
         info = state.image.info if state.image is not None else None
         out = objects.render(value, info, ctx.settings.copyright)

@@ -34,6 +34,11 @@ class Storage(Protocol):
         """``(location, current identity)`` of an identifier; NotFound when it is refused or gone."""
         ...
 
+    def sequence(self, identifier: str, pattern: str) -> list[tuple[int, int, str]]:
+        """``(horizontal angle, vertical angle, member identifier)`` of the image sequence
+        ``identifier`` names (FILENAME_PATTERN), or an empty list."""
+        ...
+
     def identity(self, location: str) -> SourceIdentity:
         """Current identity of a location (a stat); NotFound when it is gone."""
         ...

@@ -9,6 +9,7 @@ fully resolved path (symlinks followed) must still lie inside the resolved root.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import BinaryIO
 
@@ -16,6 +17,8 @@ from ..errors import NotFound
 from ..model import SourceIdentity
 
 _NOT_FOUND = "image not found"
+# The angles part of an image sequence member's name: <hhh>_<vvv>.<ext>
+_ANGLES = re.compile(r"(\d{3})_(\d{3})\.[A-Za-z0-9]+")
 
 
 def normalise_identifier(identifier: str) -> str:
@@ -97,6 +100,34 @@ class LocalStorage:
                 self._resolved.clear()
             self._resolved[path] = (real, st.st_dev, st.st_ino)
         return real, self._identity(real, st)
+
+    def sequence(self, identifier: str, pattern: str) -> list[tuple[int, int, str]]:
+        """The members of an image sequence named by ``identifier``: files called
+        ``<identifier><pattern><hhh>_<vvv>.<ext>`` beside where the image itself would be, as
+        ``(horizontal angle, vertical angle, member identifier)``; empty when there are none.
+
+        A member identifier resolves like any other (FILESYSTEM_SUFFIX appended), so with a
+        suffix set the member files must end with it.
+        """
+        if not pattern:
+            return []
+        relative = normalise_identifier(identifier)
+        stem = self.prefix + relative if self.prefix else os.path.join(self.root, relative)
+        directory, head = os.path.split(stem + pattern)
+        try:
+            names = os.listdir(directory or ".")
+        except OSError:
+            return []
+        members = []
+        for name in names:
+            if not name.startswith(head):
+                continue
+            angles = _ANGLES.fullmatch(name[len(head) :])
+            if angles is None or (self.suffix and not name.endswith(self.suffix)):
+                continue
+            member = relative + pattern + name[len(head) : len(name) - len(self.suffix)]
+            members.append((int(angles.group(1)), int(angles.group(2)), member))
+        return sorted(members)
 
     def identity(self, location: str) -> SourceIdentity:
         return self._identity(location, self._stat(location))
