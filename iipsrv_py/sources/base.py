@@ -13,7 +13,22 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import NotFound
-from ..model import ImageInfo, SourceIdentity
+from ..model import ImageInfo, Level, SourceIdentity
+
+
+def level_of(info: ImageInfo, level: int) -> Level:
+    """The level, or NotFound for an index the image does not have."""
+    if not 0 <= level < len(info.levels):
+        raise NotFound("resolution out of range", f"level {level}")
+    return info.levels[level]
+
+
+def tile_of(info: ImageInfo, level: int, col: int, row: int) -> Level:
+    """The level of a tile, or NotFound when the level or the tile is outside the image."""
+    lvl = level_of(info, level)
+    if not (0 <= col < lvl.tiles_x and 0 <= row < lvl.tiles_y):
+        raise NotFound("tile out of range", f"level {level} tile {col},{row}")
+    return lvl
 
 
 class ImageSource(Protocol):

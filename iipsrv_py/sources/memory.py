@@ -12,10 +12,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..errors import NotFound
 from ..model import ImageInfo, Level, SourceIdentity
 from ..transforms.resample import resize
-from .base import SinglePage
+from .base import SinglePage, level_of, tile_of
 
 TILE = 256
 
@@ -71,8 +70,7 @@ class ArraySource(SinglePage):
         return cls(identity, name, sizes, lambda i: pixels if i == 0 else None, channels, info_fields)
 
     def level_pixels(self, level: int) -> np.ndarray:
-        if not 0 <= level < len(self.info.levels):
-            raise NotFound("resolution out of range", f"level {level}")
+        level_of(self.info, level)
         pixels = self._arrays.get(level)
         if pixels is None:
             pixels = self._load(level)
@@ -85,12 +83,7 @@ class ArraySource(SinglePage):
         return pixels
 
     def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
-        if not 0 <= level < len(self.info.levels):
-            raise NotFound("resolution out of range", f"level {level}")
-        lvl = self.info.levels[level]
-        if not (0 <= col < lvl.tiles_x and 0 <= row < lvl.tiles_y):
-            raise NotFound("tile out of range", f"level {level} tile {col},{row}")
-        x, y, w, h = lvl.tile_rect(col, row)
+        x, y, w, h = tile_of(self.info, level, col, row).tile_rect(col, row)
         return self.level_pixels(level)[y : y + h, x : x + w]
 
     def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
