@@ -29,6 +29,19 @@ def fixture(name: str) -> str:
     return os.path.join(fixture_dir(), name)
 
 
+def require_openslide() -> Any:
+    """The openslide module (openslide-python with openslide-bin, a test extra): the pixel
+    oracle.  Missing: a failure under CI=true, else a skip."""
+    try:
+        import openslide
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        message = f"openslide-python with openslide-bin is needed ({exc}); scripts/test installs them"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return openslide
+
+
 def require_binary(name: str) -> str:
     """Path of a program the test needs.  Missing: a failure under CI=true, else a skip."""
     path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)

@@ -5,13 +5,24 @@ from __future__ import annotations
 from ..errors import UnsupportedImage
 from ..storage.base import Blob
 from .base import ImageSource
+from .jp2 import Jp2Source  # loads glymur only when the first JPEG 2000 image is opened
+from .jpeg import JpegSource
+from .svs import SvsSource, is_aperio
 from .tiff import TiffSource
 
 TIFF_MAGICS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+JP2_SIGNATURE = b"\0\0\0\x0cjP  \r\n\x87\n"  # the JPEG 2000 signature box
+J2K_MAGIC = b"\xff\x4f\xff\x51"  # SOC then SIZ: a raw codestream
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def open_source(blob: Blob) -> ImageSource:
     head = blob.read_at(0, 16)
     if head[:4] in TIFF_MAGICS:
-        return TiffSource(blob)
+        tif = TiffSource.parse(blob)
+        return SvsSource(blob, tif) if is_aperio(tif) else TiffSource(blob, tif)
+    if head[:12] == JP2_SIGNATURE or head[:4] == J2K_MAGIC:
+        return Jp2Source(blob)
+    if head[:3] == JPEG_MAGIC:
+        return JpegSource(blob)
     raise UnsupportedImage("not a supported image", f"{blob.name}: unrecognised signature {head[:8].hex()}")

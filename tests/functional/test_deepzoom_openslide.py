@@ -55,14 +55,9 @@ SAMPLE = 20
 
 @pytest.fixture(scope="module")
 def deepzoom_generator() -> Any:
-    try:
-        import openslide  # noqa: F401
-        from openslide.deepzoom import DeepZoomGenerator
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        message = f"openslide-python with openslide-bin is needed ({exc}); scripts/test installs them"
-        if helpers.IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    helpers.require_openslide()
+    from openslide.deepzoom import DeepZoomGenerator
+
     return DeepZoomGenerator
 
 
