@@ -9,7 +9,7 @@ so two requests that would produce the same bytes share them, whatever protocol 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import NotFound, TooLarge
 from .model import ImageInfo, Level, Ops, Quality
@@ -59,6 +59,7 @@ class View:
     quality: Quality = field(default_factory=Quality)
     page: int = 0
     ops: Ops = field(default_factory=Ops)
+    layers: int = 0  # JPEG 2000 quality layers asked for (IIP LYR); 0 = all
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class TileView:
     quality: Quality = field(default_factory=Quality)
     page: int = 0
     ops: Ops = field(default_factory=Ops)
+    layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,15 +91,21 @@ class ImagePlan:
     # (col, row) when the region is exactly one stored tile of the level at its own size.
     tile: tuple[int, int] | None = None
     ops: Ops = field(default_factory=Ops)
+    # Quality layers to decode (the least of LYR and MAX_LAYERS), 0 = all.  Only JPEG 2000
+    # sources have layers: the pipeline reads from the source's ``with_layers(n)`` view,
+    # whose identity keys its decoded tiles apart; it is in the canonical text (so in the
+    # ETag and the output cache key) only when set, leaving every other plan's text as it was.
+    layers: int = 0
 
     @property
     def canonical(self) -> str:
         q = self.quality.canonical
         q = f":{q}" if q else ""
         ops = self.ops.canonical
+        layers = f"/L{self.layers}" if self.layers else ""
         return (
             f"p{self.page}/l{self.level}/{self.x},{self.y},{self.w},{self.h}/"
-            f"{self.out_width}x{self.out_height}/{ops}/{self.encoding}{q}"
+            f"{self.out_width}x{self.out_height}/{ops}/{self.encoding}{q}{layers}"
         )
 
 
@@ -173,9 +181,17 @@ def _exact_tile(level: Level, x: int, y: int, w: int, h: int) -> tuple[int, int]
     return col, row
 
 
+def quality_layers(asked: int, max_layers: int) -> int:
+    """Layers to decode: LYR (0 = all) capped by MAX_LAYERS (-1 or 0 = no cap); 0 = all."""
+    if max_layers > 0:
+        return min(asked, max_layers) if asked > 0 else max_layers
+    return max(asked, 0)
+
+
 def plan(view: View | TileView, info: ImageInfo, settings: Settings) -> ImagePlan:
+    layers = quality_layers(view.layers, settings.max_layers)
     if isinstance(view, TileView):
-        return plan_tile(view, info)
+        return replace(plan_tile(view, info), layers=layers)
     fx, fy, fw, fh = view.region.in_pixels(info.width, info.height)
     out_w, out_h = output_size(view, fw, fh, settings)
     index = choose_level(info, fw, fh, out_w, out_h)
@@ -198,7 +214,7 @@ def plan(view: View | TileView, info: ImageInfo, settings: Settings) -> ImagePla
             f"{w}x{h} pixels at level {index} for a {out_w}x{out_h} output",
         )
     tile = _exact_tile(level, x, y, w, h) if (w, h) == (out_w, out_h) else None
-    return ImagePlan(index, x, y, w, h, out_w, out_h, view.encoding, view.quality, view.page, tile, view.ops)
+    return ImagePlan(index, x, y, w, h, out_w, out_h, view.encoding, view.quality, view.page, tile, view.ops, layers)
 
 
 def plan_tile(view: TileView, info: ImageInfo) -> ImagePlan:

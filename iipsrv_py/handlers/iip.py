@@ -30,6 +30,7 @@ class _State:
     region: Region = field(default_factory=Region)
     quality: Quality = field(default_factory=Quality)
     page: int = 0
+    layers: int = 0  # LYR: JPEG 2000 quality layers, 0 = all
     angles: tuple[int, int] | None = None
     output: objects.ObjectOutput = field(default_factory=objects.ObjectOutput)
     produced: bool = False
@@ -71,6 +72,8 @@ def _run(command: Command, state: _State, ctx: RequestContext) -> Response | Non
             state.region = Region("fraction", x, y, w, h)
     elif name == "QLT":
         state.quality = value
+    elif name == "LYR":
+        state.layers = value
     elif name == "SDS":
         state.page = value[0]
         state.angles = value
@@ -91,6 +94,7 @@ def _run(command: Command, state: _State, ctx: RequestContext) -> Response | Non
             height=state.height or None,
             encoding=value,
             quality=state.quality,
+            layers=state.layers,
         )
         return ctx.image_response(source, plan(view, source.info, ctx.settings), filename=True)
     elif name in TILE_COMMANDS or name == "JTLS":
@@ -128,7 +132,7 @@ def _tile_view(source: ImageSource, res: int, tile: int, encoding: str, state: _
     across = levels[level].tiles_x
     if tile < 0:
         return TileView(level, -1, 0, encoding, state.quality)
-    return TileView(level, tile % across, tile // across, encoding, state.quality)
+    return TileView(level, tile % across, tile // across, encoding, state.quality, layers=state.layers)
 
 
 def _text_response(state: _State, request: IIPRequest, ctx: RequestContext) -> Response:

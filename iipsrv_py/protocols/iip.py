@@ -178,6 +178,7 @@ _PARSERS: dict[str, Callable[[str, str], tuple[object, str]]] = {
     "CVT": _cvt,
     "JTLS": _jtls,
     "SDS": _sds,
+    "LYR": _size,  # JPEG 2000 quality layers to decode, >= 0 (0: all)
     "IIIF": _protocol_path,
     "DEEPZOOM": _protocol_path,
     "ZOOMIFY": _protocol_path,

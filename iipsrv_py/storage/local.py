@@ -35,6 +35,8 @@ class LocalBlob:
     def __init__(self, path: str, identity: SourceIdentity) -> None:
         self.identity = identity
         self.name = os.path.basename(path)
+        # For readers that can only open files by name (glymur); other storage has none.
+        self.path = path
         # Unbuffered: tifffile does its own reads, and tiles use pread, which neither
         # moves nor depends on the stream position.
         self._file: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - lives with the blob

@@ -1,0 +1,283 @@
+"""JPEG 2000 images (JP2 files and raw J2K codestreams), decoded with OpenJPEG through glymur.
+
+Levels are the codestream's own resolutions: with D wavelet decomposition levels (COD/COC
+segments of the main header) resolution ``r`` (0..D) is ``ceil(W / 2^r)`` pixels wide, and
+OpenJPEG decodes it directly (``reduce``).  Below the smallest of them, virtual levels halve
+down to a tile by resizing the smallest resolution, as a pyramid writer would.  Every level is
+served as a grid of virtual tiles (the codestream's own tile size when it is tiled with tiles of
+128-1024 pixels, else 256); reading one decodes only that area at that resolution, which
+OpenJPEG limits to the code-blocks (and codestream tiles) the area touches.
+
+Quality layers: ``with_layers(n)`` gives the image decoding at most ``n`` layers (IIP ``LYR``,
+capped by MAX_LAYERS, chosen by planning and applied by the pipeline).  That image has an
+identity of its own (``#layers<n>``), so every cache keyed on the identity keeps its tiles
+apart from the full-quality ones; its decoder state is shared with the image it came from.
+
+glymur opens files by name, so this format needs local storage.  Components must share one
+sampling grid; 1-16 bit unsigned samples are served as 8 bits (``v * 255 / (2^bits - 1)``)
+while ``bits_per_sample`` reports what is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..cache.lru import LRUCache
+from ..errors import ImageDecodeError, UnsupportedImage
+from ..model import ImageInfo, Level, SourceIdentity
+from ..storage.base import Blob
+from ..transforms.resample import resize
+from .base import SinglePage, tile_of
+
+log = logging.getLogger(__name__)
+
+TILE = 256
+# A tiled codestream's own tile size is used for the virtual tiles when it is within these.
+CODESTREAM_TILE_RANGE = (128, 1024)
+# Virtual levels below the smallest resolution are made from a whole decode of that resolution;
+# beyond this many pixels there are none (the file then simply has fewer levels).
+MAX_VIRTUAL_BASE_PIXELS = 1 << 22
+# Whole decoded small levels of all JPEG 2000 images of a worker (bytes).
+_VIRTUAL_LEVELS: LRUCache[np.ndarray] = LRUCache(max_bytes=64 << 20)
+
+# JP2 colr box enumerated colour spaces (ISO/IEC 15444-1 Annex I.5.3.3).
+SRGB, GREYSCALE = 16, 17
+
+
+def _glymur() -> Any:
+    try:
+        import glymur
+    except (ImportError, OSError) as exc:  # glymur itself, or its libopenjp2, is missing
+        raise UnsupportedImage("JPEG 2000 support is not installed", f"glymur: {exc}") from exc
+    return glymur
+
+
+class _Codestream:
+    """One opened file and the lock that makes glymur's stateful reads (layer, then slice)
+    safe for threads; shared by an image and its layer-limited views."""
+
+    def __init__(self, path: str, name: str) -> None:
+        glymur = _glymur()
+        self.lock = threading.Lock()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # glymur warns about (harmless) odd boxes
+                self.jp2 = glymur.Jp2k(path)
+                segments = self.jp2.codestream.segment
+        except Exception as exc:
+            raise UnsupportedImage("not a supported image", f"{name}: {type(exc).__name__}: {exc}") from exc
+        siz = next((s for s in segments if s.marker_id == "SIZ"), None)
+        cod = next((s for s in segments if s.marker_id == "COD"), None)
+        if siz is None or cod is None:
+            raise UnsupportedImage("not a supported image", f"{name}: codestream without SIZ or COD")
+        self.siz: Any = siz
+        # A component may have fewer decomposition levels (COC); only what all have can be reduced.
+        self.decompositions = min([cod.num_res] + [s.num_res for s in segments if s.marker_id == "COC"])
+        self.layers = int(cod.layers)
+        self.boxes = list(self.jp2.box or [])
+
+    def read(self, rlevel: int, area: tuple[int, int, int, int], layers: int) -> np.ndarray:
+        """Decode ``area`` (rows y0, x0, y1, x1 on the full-resolution reference grid) at
+        resolution reduction ``rlevel`` using the first ``layers`` quality layers (0 = all)."""
+        y0, x0, y1, x1 = area
+        step = 1 << rlevel
+        with self.lock:
+            # OpenJPEG decodes at most ``cp_layer`` layers, 0 meaning all; glymur's setter only
+            # accepts values below the number of layers, which all the others are anyway.
+            self.jp2.layer = layers if 0 < layers < self.layers else 0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return self.jp2[y0:y1:step, x0:x1:step]
+
+
+def _box(boxes: list[Any], box_id: str) -> Any:
+    for box in boxes:
+        if box.box_id == box_id:
+            return box
+        found = _box(getattr(box, "box", None) or [], box_id)
+        if found is not None:
+            return found
+    return None
+
+
+class Jp2Source(SinglePage):
+    format_name = "jp2"
+    identity: SourceIdentity
+    info: ImageInfo
+    _stream: _Codestream
+    _dwt_levels: int  # levels decoded by OpenJPEG; the ones after them are resized
+    _offset: tuple[int, int]  # image origin on the reference grid
+    _bits: tuple[int, ...]  # stored bits per component
+    _icc: bytes | None
+
+    def __init__(self, blob: Blob, _parent: Jp2Source | None = None, _layers: int = 0) -> None:
+        self.name = blob.name
+        self._blob = blob
+        self.layers = _layers  # quality layers decoded; 0 = all
+        if _parent is not None:
+            # A view of an opened image decoding fewer layers: same codestream and geometry.
+            self.identity = _parent.identity.part(f"layers{_layers}")
+            self._stream = _parent._stream
+            self.info = _parent.info
+            self._dwt_levels = _parent._dwt_levels
+            self._offset = _parent._offset
+            self._bits = _parent._bits
+            self._icc = _parent._icc
+            self._root = _parent
+            return
+        self._root = self
+        self._views: dict[int, Jp2Source] = {}
+        self.identity = blob.identity
+        path = getattr(blob, "path", None)
+        if not path:
+            raise UnsupportedImage(
+                "JPEG 2000 images can only be served from local storage", f"{self.name}: no local file"
+            )
+        self._stream = _Codestream(path, self.name)
+        self.info = self._describe()
+
+    # -- description ------------------------------------------------------------------------
+
+    def _describe(self) -> ImageInfo:
+        siz = self._stream.siz
+        channels = len(siz.bitdepth)
+        if any(siz.signed):
+            raise UnsupportedImage("signed JPEG 2000 samples are not supported", f"{self.name}: signed components")
+        if any(r != 1 for r in siz.xrsiz) or any(r != 1 for r in siz.yrsiz):
+            raise UnsupportedImage(
+                "subsampled JPEG 2000 components are not supported", f"{self.name}: {siz.xrsiz} x {siz.yrsiz}"
+            )
+        if channels not in (1, 2, 3, 4) or not all(1 <= b <= 16 for b in siz.bitdepth):
+            raise UnsupportedImage(
+                "unsupported JPEG 2000 layout", f"{self.name}: {channels} components of {siz.bitdepth} bits"
+            )
+        colr = _box(self._stream.boxes, "colr")
+        self._icc = None
+        if colr is not None:
+            if colr.method == 1 and colr.colorspace not in (SRGB, GREYSCALE):
+                raise UnsupportedImage(
+                    "unsupported JPEG 2000 colour space", f"{self.name}: enumerated colour space {colr.colorspace}"
+                )
+            raw = getattr(colr, "icc_profile", None)
+            self._icc = bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
+        self._bits = tuple(int(b) for b in siz.bitdepth)
+        # Image area on the reference grid: [xosiz, xsiz) x [yosiz, ysiz).
+        self._offset = (int(siz.xosiz), int(siz.yosiz))
+        x0, y0, x1, y1 = self._offset[0], self._offset[1], int(siz.xsiz), int(siz.ysiz)
+        width, height = x1 - x0, y1 - y0
+        tile = TILE
+        tiled = int(siz.xtsiz) < x1 - int(siz.xtosiz) or int(siz.ytsiz) < y1 - int(siz.ytosiz)
+        lo, hi = CODESTREAM_TILE_RANGE
+        if tiled and siz.xtsiz == siz.ytsiz and lo <= siz.xtsiz <= hi and siz.xtosiz == x0 and siz.ytosiz == y0:
+            tile = int(siz.xtsiz)  # virtual tiles coincide with codestream tiles at full size
+        sizes = []
+        for r in range(self._stream.decompositions + 1):
+            w = -(-x1 >> r) - (-(-x0 >> r))  # ceil(x1 / 2^r) - ceil(x0 / 2^r)
+            h = -(-y1 >> r) - (-(-y0 >> r))
+            if w < 1 or h < 1:
+                break
+            sizes.append((w, h))
+            if max(w, h) <= tile:
+                break  # smaller resolutions would only be thumbnails of one tile
+        self._dwt_levels = len(sizes)
+        w, h = sizes[-1]
+        if w * h <= MAX_VIRTUAL_BASE_PIXELS:
+            while max(w, h) > tile:
+                w, h = -(-w // 2), -(-h // 2)
+                sizes.append((w, h))
+        levels = tuple(Level(w, h, tile, tile, width / w, height / h) for w, h in sizes)
+        return ImageInfo(
+            width=width,
+            height=height,
+            levels=levels,
+            channels=channels,
+            bits_per_sample=max(self._bits),
+            colorspace="grey" if channels in (1, 2) else "srgb",
+            min_values=(0.0,) * channels,
+            max_values=(255.0,) * channels,
+            format="jp2",
+        )
+
+    @property
+    def quality_layers(self) -> int:
+        return self._stream.layers
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return self._icc
+
+    def with_layers(self, layers: int) -> Jp2Source:
+        """This image decoding at most ``layers`` quality layers (0, or at least as many as
+        the file has: all of them, which is the image itself)."""
+        root = self._root
+        if layers <= 0 or layers >= self._stream.layers:
+            return root
+        view = root._views.get(layers)
+        if view is None:
+            view = root._views.setdefault(layers, Jp2Source(self._blob, root, layers))
+        return view
+
+    # -- pixels -----------------------------------------------------------------------------
+
+    def _decode(self, r: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Pixels ``(x, y, w, h)`` of resolution ``r`` as 8-bit H x W x C."""
+        ox, oy = self._offset
+        step = 1 << r
+        lx, ly = -(-ox >> r), -(-oy >> r)  # the level's origin on its own grid
+        full = self.info
+        area = (
+            max((ly + y) * step, oy),
+            max((lx + x) * step, ox),
+            min((ly + y + h) * step, oy + full.height),
+            min((lx + x + w) * step, ox + full.width),
+        )
+        try:
+            pixels = self._stream.read(r, area, self.layers)
+        except Exception as exc:
+            raise ImageDecodeError("damaged image", f"{self.name}: resolution {r} area {area}: {exc}") from exc
+        if isinstance(pixels, list):
+            raise ImageDecodeError("damaged image", f"{self.name}: components decoded to different sizes")
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, np.newaxis]
+        if pixels.shape[:2] != (h, w):
+            raise ImageDecodeError(
+                "damaged image", f"{self.name}: decoded {pixels.shape[1]}x{pixels.shape[0]}, expected {w}x{h}"
+            )
+        return self._to_8bit(pixels)
+
+    def _to_8bit(self, pixels: np.ndarray) -> np.ndarray:
+        if all(b == 8 for b in self._bits):
+            return pixels.astype(np.uint8, copy=False)
+        out = np.empty(pixels.shape, np.uint8)
+        for c, bits in enumerate(self._bits):
+            top = (1 << bits) - 1
+            # Rounded v * 255 / top in integers (exact for every 1-16 bit value).
+            out[:, :, c] = (pixels[:, :, c].astype(np.uint32) * 510 + top) // (2 * top)
+        return out
+
+    def _virtual(self, index: int) -> np.ndarray:
+        """Whole pixels of level ``index`` (the smallest resolution or a level below it)."""
+        key = (self.identity.token, index)
+        pixels = _VIRTUAL_LEVELS.get(key)
+        if pixels is None:
+            level = self.info.levels[index]
+            if index == self._dwt_levels - 1:
+                pixels = self._decode(index, 0, 0, level.width, level.height)
+            else:
+                pixels = resize(self._virtual(index - 1), level.width, level.height)
+            _VIRTUAL_LEVELS.put(key, pixels, pixels.nbytes)
+        return pixels
+
+    def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
+        x, y, w, h = tile_of(self.info, level, col, row).tile_rect(col, row)
+        if level < self._dwt_levels:
+            return self._decode(level, x, y, w, h)
+        return self._virtual(level)[y : y + h, x : x + w]
+
+    def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
+        return None
