@@ -121,6 +121,14 @@ def write_levels(
             tif.write(level, photometric=photometric, subfiletype=1, metadata=None, **args)  # type: ignore[arg-type]
 
 
+def truncate_half(full: str, path: str) -> None:
+    """``path`` gets the first half of ``full``'s bytes; ``full`` is removed."""
+    with open(full, "rb") as src, open(path, "wb") as dst:
+        data = src.read()
+        dst.write(data[: len(data) // 2])
+    os.unlink(full)
+
+
 def halving(image: np.ndarray, count: int) -> list[np.ndarray]:
     levels = [image]
     for _ in range(count - 1):
@@ -271,6 +279,264 @@ def _rgb_jpeg(path: str) -> None:
             page.tags["PhotometricInterpretation"].overwrite(2)
 
 
+# -- TIFF flavours --
+# Small images (one of each sample format, colour layout, codec and storage) written with
+# tifffile's or libvips' own options, so that the server is checked against the files the
+# libraries make.
+
+
+def _flavour(path: str, data: np.ndarray, **options: object) -> None:
+    """One image written by tifffile, with 256-px tiles unless ``rowsperstrip`` says strips."""
+    if "rowsperstrip" not in options:
+        options.setdefault("tile", (256, 256))
+    options.setdefault("metadata", None)
+    tifffile.imwrite(path, data, **options)  # type: ignore[arg-type]
+
+
+def deep_grey(width: int, height: int, dtype: type) -> np.ndarray:
+    """The grey scene spread over most of an integer type's range, with structure in the low
+    bits too (a slowly varying offset) so that scaling errors show."""
+    base = grey(scene(width, height)).astype(np.float64) / 255.0
+    fine = (np.arange(width)[np.newaxis, :] % 7) / 7.0
+    info = np.iinfo(dtype)
+    span = float(info.max) - float(info.min)
+    values = info.min + (0.05 + 0.9 * base + 0.01 * fine) * span
+    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+
+
+def deep_rgb16(width: int, height: int) -> np.ndarray:
+    rgb = scene(width, height).astype(np.uint16) * 257
+    return rgb + (np.arange(width, dtype=np.uint16)[np.newaxis, :, np.newaxis] % 200)
+
+
+def with_alpha(colour: np.ndarray, top: int = 255) -> np.ndarray:
+    """A smooth alpha ramp (transparent left, opaque right) beside the colour samples."""
+    height, width = colour.shape[:2]
+    ramp = np.rint(np.linspace(0, top, width))[np.newaxis, :].repeat(height, axis=0).astype(colour.dtype)
+    colour = colour[:, :, np.newaxis] if colour.ndim == 2 else colour
+    return np.concatenate([colour, ramp[:, :, np.newaxis]], axis=2)
+
+
+@builder("tif-bilevel-600x400-1lvl-256tile-packbits-miniswhite.tif")
+def _bilevel(path: str) -> None:
+    _flavour(path, grey(scene(600, 400)) > 128, photometric="miniswhite", compression="packbits")
+
+
+@builder("tif-palette-600x400-1lvl-256tile-lzw.tif")
+def _palette(path: str) -> None:
+    rng = np.random.default_rng(5)
+    colormap = rng.integers(0, 65536, (3, 256), dtype=np.uint16)
+    _flavour(path, grey(scene(600, 400)), photometric="palette", colormap=colormap, compression="lzw")
+
+
+@builder("tif-grey-600x400-1lvl-256tile-deflate-miniswhite.tif")
+def _miniswhite(path: str) -> None:
+    _flavour(path, grey(scene(600, 400)), photometric="miniswhite", compression="zlib")
+
+
+@builder("tif-grey16-600x400-2lvl-256tile-deflate.tif")
+def _grey16(path: str) -> None:
+    full = deep_grey(600, 400, np.uint16)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(full, photometric="minisblack", tile=(256, 256), compression="zlib", metadata=None)
+        half = full.reshape(200, 2, 300, 2).mean(axis=(1, 3)).round().astype(np.uint16)
+        tif.write(half, photometric="minisblack", tile=(256, 256), compression="zlib", subfiletype=1, metadata=None)
+
+
+@builder("tif-rgb16-600x400-1lvl-256tile-zstd-sminmax.tif")
+def _rgb16_range(path: str) -> None:
+    tags = [(340, "H", 3, (1000, 2000, 3000), True), (341, "H", 3, (60000, 50000, 40000), True)]
+    _flavour(path, deep_rgb16(600, 400), photometric="rgb", compression="zstd", extratags=tags)
+
+
+@builder("tif-grey-int16-600x400-1lvl-256tile-none.tif")
+def _int16(path: str) -> None:
+    _flavour(path, deep_grey(600, 400, np.int16), photometric="minisblack")
+
+
+@builder("tif-grey-uint32-600x400-1lvl-256tile-deflate.tif")
+def _uint32(path: str) -> None:
+    _flavour(path, deep_grey(600, 400, np.uint32), photometric="minisblack", compression="zlib")
+
+
+@builder("tif-grey-int32-600x400-1lvl-256tile-lzw.tif")
+def _int32(path: str) -> None:
+    _flavour(path, deep_grey(600, 400, np.int32), photometric="minisblack", compression="lzw")
+
+
+@builder("tif-grey-float32-600x400-1lvl-256tile-deflate-predictor.tif")
+def _float32(path: str) -> None:
+    """Values from -0.2 to 1.2, so that both ends are clipped to the [0, 1] range."""
+    values = grey(scene(600, 400)).astype(np.float32) / 255 * 1.4 - 0.2
+    _flavour(path, values, photometric="minisblack", compression="zlib", predictor=True)
+
+
+@builder("tif-rgba-600x400-1lvl-256tile-deflate-unassalpha.tif")
+def _rgba(path: str) -> None:
+    _flavour(path, with_alpha(scene(600, 400)), photometric="rgb", extrasamples=("unassalpha",), compression="zlib")
+
+
+@builder("tif-greya-600x400-1lvl-256tile-lzw-assocalpha.tif")
+def _grey_alpha(path: str) -> None:
+    colour = grey(scene(600, 400))
+    alpha = with_alpha(colour)
+    # Associated alpha: colour premultiplied, as such files store it.
+    alpha[:, :, 0] = (colour.astype(np.uint32) * alpha[:, :, 1] // 255).astype(np.uint8)
+    _flavour(path, alpha, photometric="minisblack", extrasamples=("assocalpha",), compression="lzw")
+
+
+@builder("tif-rgb-600x400-1lvl-256tile-deflate-planar.tif")
+def _planar(path: str) -> None:
+    _flavour(path, np.moveaxis(scene(600, 400), 2, 0), photometric="rgb", planarconfig="separate", compression="zlib")
+
+
+@builder("tif-rgba16-600x400-1lvl-256tile-zstd-planar.tif")
+def _planar_rgba16(path: str) -> None:
+    rgba = with_alpha(deep_rgb16(600, 400), top=65535)
+    _flavour(
+        path,
+        np.moveaxis(rgba, 2, 0),
+        photometric="rgb",
+        planarconfig="separate",
+        extrasamples=("unassalpha",),
+        compression="zstd",
+    )
+
+
+@builder("tif-cielab-600x400-1lvl-256tile-none.tif")
+def _cielab(path: str) -> None:
+    """8-bit CIELAB: L* 0-100 over 0-255, a* and b* signed bytes (-100 .. 100 here)."""
+    rgb = scene(600, 400).astype(np.int16)
+    lightness = grey(scene(600, 400))
+    a = np.clip(rgb[:, :, 0] - rgb[:, :, 1], -100, 100).astype(np.int8).view(np.uint8)
+    b = np.clip((rgb[:, :, 1] - rgb[:, :, 2]) // 2, -100, 100).astype(np.int8).view(np.uint8)
+    _flavour(path, np.dstack([lightness, a, b]), photometric="cielab")
+
+
+CODECS = {"jpeg2000": "jpeg2000", "webp": "webp", "png": "png", "zstd": "zstd", "lzw": "lzw", "packbits": "packbits"}
+for _name, _codec in [*CODECS.items(), ("none", None)]:
+
+    def _codec_builder(path: str, codec: str | None = _codec) -> None:
+        _flavour(path, scene(600, 400), photometric="rgb", compression=codec)
+
+    builder(f"tif-rgb-600x400-1lvl-256tile-{_name}.tif")(_codec_builder)
+
+
+@builder("tif-rgb-600x400-strip16-deflate.tif")
+def _strips(path: str) -> None:
+    _flavour(path, scene(600, 400), photometric="rgb", rowsperstrip=16, compression="zlib")
+
+
+@builder("tif-rgb-600x400-strip400-none.tif")
+def _one_strip(path: str) -> None:
+    """The whole image in one uncompressed strip, as many simple writers store it."""
+    _flavour(path, scene(600, 400), photometric="rgb", rowsperstrip=400)
+
+
+@builder("tif-rgb-600x400-strip32-deflate-planar.tif")
+def _planar_strips(path: str) -> None:
+    data = np.moveaxis(scene(600, 400), 2, 0)
+    _flavour(path, data, photometric="rgb", planarconfig="separate", rowsperstrip=32, compression="zlib")
+
+
+@builder("tif-rgb-600x400-strip64-none-planar.tif")
+def _planar_raw_strips(path: str) -> None:
+    _flavour(path, np.moveaxis(scene(600, 400), 2, 0), photometric="rgb", planarconfig="separate", rowsperstrip=64)
+
+
+@builder("tif-grey16-600x400-strip100-none-bigendian.tif")
+def _big_endian_strips(path: str) -> None:
+    _flavour(path, deep_grey(600, 400, np.uint16), photometric="minisblack", rowsperstrip=100, byteorder=">")
+
+
+@builder("tif-rgb-1200x800-3lvl-strip64-lzw.tif")
+def _stripped_pyramid(path: str) -> None:
+    with tifffile.TiffWriter(path) as tif:
+        for index, level in enumerate(halving(scene(1200, 800), 3)):
+            tif.write(
+                level,
+                photometric="rgb",
+                rowsperstrip=64,
+                compression="lzw",
+                subfiletype=1 if index else 0,
+                metadata=None,
+            )
+
+
+@builder("tif-rgb-1200x800-2lvl-256tile-jpeg-stripped-extras.tif")
+def _stripped_extras(path: str) -> None:
+    """Slide-like: a stripped thumbnail after the full image and a stripped label at the end,
+    neither of which is a level or a stack page."""
+    levels = halving(scene(1200, 800), 2)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(levels[0], photometric="rgb", tile=(256, 256), compression="jpeg", metadata=None)
+        thumbnail = reduce(levels[0], 300, 200)
+        tif.write(thumbnail, photometric="rgb", rowsperstrip=64, compression="jpeg", metadata=None)
+        tif.write(levels[1], photometric="rgb", tile=(256, 256), compression="jpeg", subfiletype=1, metadata=None)
+        label = scene(200, 100, seed=3)
+        tif.write(label, photometric="rgb", rowsperstrip=100, compression="lzw", subfiletype=1, metadata=None)
+
+
+@builder("ome-rgb-1200x800-3lvl-256tile-subifd-deflate.ome.tif")
+def _ome(path: str) -> None:
+    levels = halving(scene(1200, 800), 3)
+    options: dict[str, object] = {"photometric": "rgb", "tile": (256, 256), "compression": "zlib"}
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(levels[0], subifds=len(levels) - 1, metadata={"axes": "YXS", "Name": "scene"}, **options)  # type: ignore[arg-type]
+        for level in levels[1:]:
+            tif.write(level, subfiletype=1, **options)  # type: ignore[arg-type]
+
+
+@builder("tif-rgb-1200x800-4lvl-256tile-deflate-vips-subifd.tif")
+def _vips_subifd(path: str) -> None:
+    image = pyvips.Image.new_from_array(scene(1200, 800), interpretation="srgb")
+    image.tiffsave(path, tile=True, tile_width=256, tile_height=256, pyramid=True, subifd=True, compression="deflate")
+
+
+STACK_NAMES = ("Infrared", "Visible", "Ultraviolet")
+
+
+@builder("tif-stack-3page-600x400-2lvl-256tile-deflate-subifd-pagenames.tif")
+def _stack(path: str) -> None:
+    """Three same-size pages (a multispectral stack), each with a reduced level in a SubIFD
+    and a PageName."""
+    options: dict[str, object] = {"photometric": "rgb", "tile": (256, 256), "compression": "zlib", "metadata": None}
+    with tifffile.TiffWriter(path) as tif:
+        for seed, name in enumerate(STACK_NAMES, start=20):
+            levels = halving(scene(600, 400, seed=seed), 2)
+            tif.write(levels[0], subifds=1, extratags=[(285, "s", 0, name, True)], **options)  # type: ignore[arg-type]
+            tif.write(levels[1], subfiletype=1, **options)  # type: ignore[arg-type]
+
+
+@builder("tif-stack-2page-600x400-2lvl-256tile-lzw-chain.tif")
+def _stack_chain(path: str) -> None:
+    """Two unnamed same-size grey pages, each followed in the IFD chain by its own reduced
+    level."""
+    options: dict[str, object] = {
+        "photometric": "minisblack",
+        "tile": (256, 256),
+        "compression": "lzw",
+        "metadata": None,
+    }
+    with tifffile.TiffWriter(path) as tif:
+        for seed in (30, 31):
+            levels = halving(grey(scene(600, 400, seed=seed)), 2)
+            tif.write(levels[0], **options)  # type: ignore[arg-type]
+            tif.write(levels[1], subfiletype=1, **options)  # type: ignore[arg-type]
+
+
+@builder("broken-strip-600x400-strip16-deflate.tif")
+def _bad_strip(path: str) -> None:
+    """A stripped image in which exactly one strip (rows 48-63) holds garbage."""
+    _flavour(path, scene(600, 400), photometric="rgb", rowsperstrip=16, compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        offset, count = int(page.dataoffsets[3]), int(page.databytecounts[3])
+    with open(path, "r+b") as out:
+        out.seek(offset)
+        out.write(b"\x00\x13" * (count // 2))
+
+
 @builder("broken-truncated.tif")
 def _truncated(path: str) -> None:
     """A valid header and IFDs but tile data cut off half way."""
@@ -308,6 +574,233 @@ def _bad_tile(path: str) -> None:
 def _not_image(path: str) -> None:
     with open(path, "w") as out:
         out.write("This is a text file with an image's name.\n")
+
+
+# -- JPEG 2000 and JPEG --
+# JPEG 2000 files are written by OpenJPEG (glymur), JPEG files by libjpeg (Pillow).
+
+
+def _jp2(path: str, data: np.ndarray, **options: object) -> None:
+    import glymur  # only these builders need it
+
+    glymur.Jp2k(path, data=data, **options)
+
+
+@builder("jp2-rgb-3000x2000-5res-3layer.jp2")
+def _jp2_layers(path: str) -> None:
+    """Five resolutions (four decompositions), three quality layers, the last lossless."""
+    _jp2(path, scene(3000, 2000), numres=5, cratios=[200, 40, 1])
+
+
+@builder("j2k-rgb-2000x1500-2res-384tile.j2k")
+def _j2k_tiled(path: str) -> None:
+    """A raw codestream of 384-px tiles whose smallest resolution (1000 px) is far above a
+    tile, so that a server needs levels of its own below it."""
+    _jp2(path, scene(2000, 1500, seed=5), numres=2, tilesize=(384, 384))
+
+
+@builder("jp2-grey16-1000x700-4res.jp2")
+def _jp2_grey16(path: str) -> None:
+    y, x = np.mgrid[0:700, 0:1000]
+    _jp2(path, ((x * 65 + y * 17) % 65536).astype(np.uint16), numres=4)
+
+
+@builder("jp2-rgba-800x600-4res.jp2")
+def _jp2_rgba(path: str) -> None:
+    rgb = scene(800, 600, seed=9)
+    alpha = np.tile(np.linspace(0, 255, 800).astype(np.uint8), (600, 1))
+    _jp2(path, np.dstack([rgb, alpha]), numres=4)
+
+
+@builder("broken-truncated.jp2")
+def _jp2_truncated(path: str) -> None:
+    """A JP2 whose codestream stops half way."""
+    _jp2(path + ".full", scene(1024, 1024), numres=4)
+    truncate_half(path + ".full", path)
+
+
+@builder("not-an-image.jp2")
+def _not_jp2(path: str) -> None:
+    with open(path, "w") as out:
+        out.write("A text file named like a JPEG 2000 image.\n")
+
+
+def _jpeg(path: str, data: np.ndarray, **options: object) -> None:
+    from PIL import Image
+
+    Image.fromarray(data).save(path, "JPEG", quality=90, **options)
+
+
+@builder("jpeg-rgb-3000x2000-q90-exif.jpg")
+def _jpeg_rgb(path: str) -> None:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x013B] = METADATA["artist"]
+    exif[0x8298] = METADATA["copyright"]
+    _jpeg(path, scene(3000, 2000), exif=exif, comment=b"A generated JPEG", dpi=(300, 300))
+
+
+@builder("jpeg-grey-1200x800-q90.jpg")
+def _jpeg_grey(path: str) -> None:
+    _jpeg(path, grey(scene(1200, 800, seed=3)))
+
+
+@builder("jpeg-rgb-1001x777-q90.jpg")
+def _jpeg_odd(path: str) -> None:
+    _jpeg(path, scene(1001, 777, seed=4))
+
+
+@builder("broken-truncated.jpg")
+def _jpeg_truncated(path: str) -> None:
+    _jpeg(path + ".full", scene(1024, 768))
+    truncate_half(path + ".full", path)
+
+
+@builder("tif-named-as-jpeg-rgb-600x400.jpg")
+def _tiff_named_jpg(path: str) -> None:
+    """A tiled TIFF with a .jpg name: formats are told by content."""
+    write_levels(path, [scene(600, 400)], compression="zlib", metadata=False)
+
+
+# -- Aperio SVS --
+# Files laid out as Aperio's scanners write them: the full level tiled (page 0), a stripped
+# thumbnail (page 1), the reduced levels stepping by 4, then the label (NewSubfileType 1) and
+# the macro photograph (NewSubfileType 9); every description starts with "Aperio" and the first
+# carries the `key = value` properties.  OpenSlide reads them as Aperio slides.
+
+SVS_MPP = 0.2468
+SVS_APPMAG = 40
+
+
+def _svs_description(width: int, height: int, tile: int, codec: str) -> str:
+    return (
+        f"Aperio Image Library vTEST \r\n{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) {codec}"
+        f"|AppMag = {SVS_APPMAG}|StripeWidth = 1000|ScanScope ID = SS1234|Filename = generated"
+        f"|Date = 01/02/24|Time = 03:04:05|User = test|MPP = {SVS_MPP}|Left = 25.0|Top = 23.5"
+    )
+
+
+def _padded_tiles(image: np.ndarray, size: int, encode: Callable[[np.ndarray], bytes]) -> Iterator[bytes]:
+    """Every tile whole, edge tiles padded with white, as scanners store them."""
+    for y in range(0, image.shape[0], size):
+        for x in range(0, image.shape[1], size):
+            tile = np.full((size, size, 3), 255, np.uint8)
+            part = image[y : y + size, x : x + size]
+            tile[: part.shape[0], : part.shape[1]] = part
+            yield encode(tile)
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """Full-range (JFIF) RGB to YCbCr."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    return np.clip(np.rint(np.dstack([y, cb, cr])), 0, 255).astype(np.uint8)
+
+
+def _jp2k_rgb(tile: np.ndarray) -> bytes:
+    """33005: an RGB codestream; the encoder's colour transform is undone by any decoder."""
+    return bytes(imagecodecs.jpeg2k_encode(tile, level=48, codecformat="J2K", reversible=False, mct=True))
+
+
+def _jp2k_ycbcr(tile: np.ndarray) -> bytes:
+    """33003: YCbCr components in a codestream without a colour transform."""
+    return bytes(
+        imagecodecs.jpeg2k_encode(rgb_to_ycbcr(tile), level=48, codecformat="J2K", reversible=False, mct=False)
+    )
+
+
+def write_svs(path: str, width: int, height: int, levels: int, compression: int, tile: int = 256) -> None:
+    full = scene(width, height, seed=5)
+    sizes = [(width, height)]
+    for _ in range(levels - 1):
+        sizes.append((sizes[-1][0] // 4, sizes[-1][1] // 4))
+    encode, codec = {
+        7: (_aperio_style_jpeg, "JPEG/RGB Q=90"),
+        33003: (_jp2k_ycbcr, "J2K/YUV16 Q=48"),
+        33005: (_jp2k_rgb, "J2K/KDU Q=48"),
+    }[compression]
+    description = _svs_description(width, height, tile, codec)
+    thumb_w = 768 * width // max(width, height)
+    thumb_h = 768 * height // max(width, height)
+    label = np.full((240, 400, 3), 240, np.uint8)
+    label[40:200, 40:360] = scene(320, 160, seed=9)
+    macro = reduce(scene(1280, 420, seed=3), 1280, 420)
+
+    def level(tif: tifffile.TiffWriter, index: int) -> None:
+        w, h = sizes[index]
+        pixels = full if index == 0 else reduce(full, w, h)
+        tif.write(
+            _padded_tiles(pixels, tile, encode),
+            shape=pixels.shape,
+            dtype=np.uint8,
+            photometric="rgb",
+            tile=(tile, tile),
+            compression=compression,
+            description=description if index == 0 else f"{description.split('|', 1)[0]} -> {w}x{h}",
+            software=False,
+            metadata=None,
+        )
+
+    def stripped(tif: tifffile.TiffWriter, pixels: np.ndarray, description: str, subfiletype: int) -> None:
+        h = pixels.shape[0]
+        tif.write(
+            iter([_aperio_style_jpeg(pixels)]),
+            shape=pixels.shape,
+            dtype=np.uint8,
+            photometric="rgb",
+            compression="jpeg",
+            rowsperstrip=h,
+            subfiletype=subfiletype,
+            description=description,
+            software=False,
+            metadata=None,
+        )
+
+    with tifffile.TiffWriter(path) as tif:
+        level(tif, 0)
+        stripped(
+            tif,
+            reduce(full, thumb_w, thumb_h),
+            f"Aperio Image Library vTEST \n{width}x{height} -> {thumb_w}x{thumb_h}",
+            0,
+        )
+        for index in range(1, levels):
+            level(tif, index)
+        # The label is LZW-compressed, the macro a JPEG, as Aperio stores them.
+        tif.write(
+            label,
+            photometric="rgb",
+            compression="lzw",
+            rowsperstrip=16,
+            subfiletype=1,
+            description="Aperio Image Library vTEST \nlabel 400x240",
+            software=False,
+            metadata=None,
+        )
+        stripped(tif, macro, "Aperio Image Library vTEST \nmacro 1280x420", 9)
+    # tifffile records JPEG data as YCbCr; Aperio's JPEG streams are RGB and the tag says so.
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        for page in tif.pages:
+            if page.compression == 7:
+                page.tags["PhotometricInterpretation"].overwrite(2)
+
+
+@builder("svs-rgb-4097x2999-3lvl-step4-256tile-jpeg-label-macro-mpp.svs")
+def _svs_jpeg(path: str) -> None:
+    write_svs(path, 4097, 2999, 3, 7)
+
+
+@builder("svs-rgb-1500x1001-2lvl-step4-256tile-jp2k-33003-ycbcr.svs")
+def _svs_jp2k_ycbcr(path: str) -> None:
+    write_svs(path, 1500, 1001, 2, 33003)
+
+
+@builder("svs-rgb-1500x1001-2lvl-step4-256tile-jp2k-33005-rgb.svs")
+def _svs_jp2k_rgb(path: str) -> None:
+    write_svs(path, 1500, 1001, 2, 33005)
 
 
 DEMO_NAME = "demo-rgb-8192x6144-jpeg.tif"

@@ -25,6 +25,7 @@ from PIL import Image
 
 from iipsrv_py.sources.registry import open_source
 from iipsrv_py.storage.local import LocalStorage
+from tests.functional import test_tiff_flavours as flavours
 
 Reference = Callable[[str], np.ndarray]
 
@@ -44,6 +45,26 @@ def pillow(path: str) -> np.ndarray:
         image.load()
         mode = "L" if image.mode in ("L", "1", "I;16", "I") else "RGB"
         return _channels_last(np.asarray(image.convert(mode)))
+
+
+def openslide_level0(path: str) -> np.ndarray:
+    """Level 0 as OpenSlide (openslide-python, a test extra) reads it."""
+    import openslide
+
+    with openslide.OpenSlide(path) as slide:
+        return np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"))
+
+
+def glymur_8bit(path: str) -> np.ndarray:
+    """The whole image as OpenJPEG decodes it (glymur), samples scaled to 8 bits."""
+    import glymur
+
+    jp2 = glymur.Jp2k(path)
+    pixels = _channels_last(jp2[:])
+    bits = jp2.codestream.segment[1].bitdepth[0]
+    if bits == 8:
+        return pixels
+    return np.floor(pixels.astype(np.float64) * 255 / (2**bits - 1) + 0.5).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,37 @@ CLAIMS: list[Claim] = [
     # Stored RGB without the marker that says so: tifffile, told the photometric, decodes it
     # as RGB; so must we (a YCbCr reading would be far off).
     Claim("tif-rgb-1024x768-2lvl-256tile-jpeg-rgb-no-app14.tif", "tiff", tifffile_page0, 0.0),
+    # Aperio SVS: OpenSlide's reading of the full level (for 33003 it converts YCbCr to RGB
+    # itself; the two conversions may round a level apart: observed 0.0002).
+    Claim("svs-rgb-4097x2999-3lvl-step4-256tile-jpeg-label-macro-mpp.svs", "svs", openslide_level0, 0.0),
+    Claim("svs-rgb-1500x1001-2lvl-step4-256tile-jp2k-33003-ycbcr.svs", "svs", openslide_level0, 0.05),
+    Claim("svs-rgb-1500x1001-2lvl-step4-256tile-jp2k-33005-rgb.svs", "svs", openslide_level0, 0.0),
+    # JPEG 2000 (OpenJPEG through glymur, 16 bits scaled) and JPEG (Pillow's full decode).
+    Claim("jp2-rgb-3000x2000-5res-3layer.jp2", "jp2", glymur_8bit, 0.0),
+    Claim("j2k-rgb-2000x1500-2res-384tile.j2k", "jp2", glymur_8bit, 0.0),
+    Claim("jp2-grey16-1000x700-4res.jp2", "jp2", glymur_8bit, 0.0),
+    Claim("jp2-rgba-800x600-4res.jp2", "jp2", glymur_8bit, 0.0),
+    Claim("jpeg-rgb-3000x2000-q90-exif.jpg", "jpeg", pillow, 0.0),
+    Claim("jpeg-grey-1200x800-q90.jpg", "jpeg", pillow, 0.0),
+    Claim("jpeg-rgb-1001x777-q90.jpg", "jpeg", pillow, 0.0),
+    # Content, not name: a TIFF called .jpg.
+    Claim("tif-named-as-jpeg-rgb-600x400.jpg", "tiff", tifffile_page0, 0.0),
+    # TIFF flavours: the stored samples as tifffile decodes them, converted to 8 bits by the
+    # formulas the flavour tests write out (palette lookup, range scaling, MinIsWhite, ...).
+    *(Claim(name, "tiff", lambda path, name=name: flavours.EXPECTED[name](), 0.0) for name in flavours.EXPECTED),
+    # CIELAB: libvips' Lab -> sRGB; the two conversions may round a level apart.
+    Claim(flavours.CIELAB, "tiff", lambda path: flavours.vips_lab_to_srgb(flavours.CIELAB), 0.6),
+    *(
+        Claim(name, "tiff", tifffile_page0, 0.0)
+        for name in (
+            flavours.STRIPPED_PYRAMID,
+            flavours.STRIPPED_EXTRAS,
+            flavours.OME,
+            flavours.VIPS_SUBIFD,
+            flavours.STACK,
+            flavours.STACK_CHAIN,
+        )
+    ),
 ]
 
 # Made on purpose to fail: the bad-input tests cover them.

@@ -122,5 +122,6 @@ def test_any_region_gives_a_plan_inside_its_level(x: float, y: float, w: float, 
     # the next larger level would need more pixels than a worker may decode.
     if p.level > 0 and not (math.ceil(p.w) >= p.out_width - 1 and math.ceil(p.h) >= p.out_height - 1):
         larger = SLIDE.levels[p.level - 1]
-        scale = larger.downsample_x / SLIDE.levels[p.level].downsample_x
+        # How many times larger the next level is, per axis.
+        scale = SLIDE.levels[p.level].downsample_x / larger.downsample_x
         assert p.w * p.h * scale * scale > MAX_REGION_PIXELS
