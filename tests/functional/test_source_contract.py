@@ -4,7 +4,7 @@ For each claimed file: the source the registry picks by content, its level geome
 first, strictly decreasing, real downsample factors, tile grids covering each level), tiles of
 every level (shape, dtype, channels; pixels against an independent reference decode of the
 whole image, resized by the test for the smaller levels), stored tiles that decode to the same
-pixels, and well-formed metadata.  Every image the fixture builders make is either claimed here
+pixels, a region across tile boundaries assembled by the pipeline, and well-formed metadata.  Every image the fixture builders make is either claimed here
 or is one of the deliberately broken files.
 """
 
@@ -23,6 +23,9 @@ import pyvips
 import tifffile
 from PIL import Image
 
+from iipsrv_py.pipeline import Pipeline
+from iipsrv_py.planning import Region, View, plan
+from iipsrv_py.settings import Settings
 from iipsrv_py.sources.registry import open_source
 from iipsrv_py.storage.local import LocalStorage
 from tests.functional import test_tiff_flavours as flavours
@@ -126,6 +129,7 @@ BROKEN_PREFIXES = ("broken-", "not-an-image")
 # Lower levels are compared with the reference reduced by libvips: stored levels were made by
 # some other resampler, so only gross errors (a wrong level, shifted or mis-scaled pixels) show.
 LEVEL_TOLERANCE = 12.0
+SETTINGS = Settings()
 
 
 def _open(path: str):
@@ -204,6 +208,16 @@ def test_source_contract(claim: Claim, fixtures: str) -> None:
                 # their padding (the server only passes interior tiles through).
                 assert decoded.shape[:2] == (level.tile_height, level.tile_width)
                 assert _mad(decoded[:h, :w], tile) < 1.5
+
+    # A full-resolution region across tile boundaries, assembled by the pipeline from tiles.
+    rw, rh = min(300, info.width), min(300, info.height)
+    rx, ry = (info.width - rw) // 3, (info.height - rh) // 3
+    view = View(region=Region("pixels", rx, ry, rw, rh), width=rw, height=rh, encoding="png")
+    region_plan = plan(view, info, SETTINGS)
+    assert (region_plan.level, region_plan.w, region_plan.h) == (0, rw, rh)
+    region = Pipeline(SETTINGS).region(source, region_plan)
+    assert region.shape == (rh, rw, info.channels)
+    assert _mad(region, reference[ry : ry + rh, rx : rx + rw]) <= claim.tolerance
 
     # Metadata.
     assert info.bits_per_sample > 0
