@@ -4,8 +4,9 @@ For each claimed file: the source the registry picks by content, its level geome
 first, strictly decreasing, real downsample factors, tile grids covering each level), tiles of
 every level (shape, dtype, channels; pixels against an independent reference decode of the
 whole image, resized by the test for the smaller levels), stored tiles that decode to the same
-pixels, a region across tile boundaries assembled by the pipeline, and well-formed metadata.  Every image the fixture builders make is either claimed here
-or is one of the deliberately broken files.
+pixels, a region across tile boundaries assembled by the pipeline, and well-formed metadata.
+Every image the fixture builders make is either claimed here or is one of the deliberately
+broken files.
 """
 
 from __future__ import annotations
