@@ -65,6 +65,10 @@ STRIP_CACHE_BYTES = 16 * 1024 * 1024
 # An uncompressed tile's rows are read in one request when the span between them (the rest of
 # each row) is at most this large; otherwise row by row.
 ROW_SPAN_BYTES = 4 * 1024 * 1024
+# The largest stored segment (a tile, or a compressed strip, which can only be decoded whole)
+# a worker will decode: a file declaring larger ones is refused when it is opened instead of
+# exhausting the worker's memory on its first tile.
+MAX_SEGMENT_BYTES = 256 * 1024 * 1024
 
 
 def _text(value: Any) -> str:
@@ -257,6 +261,8 @@ class TiffSource(SinglePage):
         if int(first.compression) not in tifffile.TIFF.DECOMPRESSORS:
             raise UnsupportedImage("unsupported TIFF compression", f"{self.name}: compression {first.compression}")
         width, height = first.imagewidth, first.imagelength
+        for page in self._pages:
+            self._check_segment_size(page)
         levels = tuple(self._level(p, width, height) for p in self._pages)
         conversion = layout.conversion
         if conversion.kind == pixels.COPY:
@@ -285,6 +291,21 @@ class TiffSource(SinglePage):
             stored_encoding="jpeg" if self._passes_through(first, layout) else "",
             pages=self._page_names(),
         )
+
+    def _check_segment_size(self, page: tifffile.TiffPage) -> None:
+        if page.is_tiled:
+            w, h = page.tilewidth, page.tilelength
+        elif int(page.compression) == COMPRESSION_NONE:
+            return  # uncompressed strips are read row by row, never whole
+        else:
+            w, h = page.imagewidth, min(page.rowsperstrip or page.imagelength, page.imagelength)
+        samples = 1 if page.planarconfig == PLANAR_SEPARATE else page.samplesperpixel
+        size = w * h * samples * max(1, page.bitspersample // 8)
+        if size > MAX_SEGMENT_BYTES:
+            raise UnsupportedImage(
+                "image segments too large to decode",
+                f"{self.name}: a {w}x{h} segment of {size} bytes (limit {MAX_SEGMENT_BYTES})",
+            )
 
     @staticmethod
     def _level(page: tifffile.TiffPage, width: int, height: int) -> Level:

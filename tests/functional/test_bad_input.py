@@ -358,3 +358,31 @@ def test_errors_are_logged(app, server_log):
     server_log.clear()
     helpers.call(app, f"FIF={BROKEN_TILE}&PTL=2,{BROKEN_TILE_INDEX}")
     assert any(r.exc_info for r in server_log.records if r.levelno >= logging.ERROR)
+
+
+@pytest.mark.parametrize(
+    ("name", "segment_bytes"),
+    [
+        ("tif-rgb-3000x2000-5lvl-256tile-deflate.tif", 256 * 256 * 3),  # one tile
+        ("tif-rgb-600x400-strip16-deflate.tif", 600 * 16 * 3),  # one compressed strip
+    ],
+)
+def test_segments_larger_than_the_limit_are_415_at_open(monkeypatch, name, segment_bytes):
+    """A file declaring tiles or compressed strips too large to decode is refused when opened
+    (the limit is lowered here to just below the fixture's own segment size)."""
+    from iipsrv_py.sources import tiff
+
+    monkeypatch.setattr(tiff, "MAX_SEGMENT_BYTES", segment_bytes - 1)
+    app = helpers.make_app()
+    assert helpers.call(app, f"FIF={name}&OBJ=Max-size").status == 415
+    monkeypatch.setattr(tiff, "MAX_SEGMENT_BYTES", segment_bytes)
+    assert helpers.call(helpers.make_app(), f"FIF={name}&OBJ=Max-size").status == 200
+
+
+def test_uncompressed_strips_have_no_segment_limit(monkeypatch):
+    """Uncompressed strips are read row by row, so their size does not matter."""
+    from iipsrv_py.sources import tiff
+
+    monkeypatch.setattr(tiff, "MAX_SEGMENT_BYTES", 1)
+    r = helpers.call(helpers.make_app(), "FIF=tif-rgb-600x400-strip400-none.tif&JTL=0,0")
+    assert r.status == 200
