@@ -27,7 +27,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 log = logging.getLogger("iipsrv_py.fastcgi")
@@ -44,8 +44,9 @@ END_BODY = struct.Struct("!IB3x")
 MAX_CONTENT = 0xFFFF
 RECV_SIZE = 256 * 1024
 IDLE_TIMEOUT = 300.0  # seconds an idle connection is kept before the worker closes it
-MAX_PARAMS = 1 << 20  # bytes of FCGI_PARAMS accepted for one request
-MAX_STDIN = 16 << 20  # bytes of request body accepted for one request
+# The input streams of a request and the bytes accepted of each: parameters, request body.
+STREAM_LIMITS = {PARAMS: 1 << 20, STDIN: 16 << 20}
+STREAM_NAMES = {PARAMS: "FCGI_PARAMS", STDIN: "request body"}
 
 StartResponse = Callable[..., Any]
 
@@ -54,14 +55,15 @@ def _record(kind: int, request_id: int, content: bytes = b"") -> bytes:
     return HEADER.pack(VERSION, kind, request_id, len(content), 0) + content
 
 
-def _stream(kind: int, request_id: int, data: bytes) -> list[bytes]:
-    """``data`` as records of at most 65535 bytes, then the empty record that ends the stream."""
-    parts = []
+def _stream(kind: int, request_id: int, data: bytes) -> list[bytes | memoryview]:
+    """``data`` as records of at most 65535 bytes, then the empty record that ends the stream.
+    The content parts are views of ``data``: the one copy is the join before sending."""
+    parts: list[bytes | memoryview] = []
     view = memoryview(data)
     for start in range(0, len(data), MAX_CONTENT):
         chunk = view[start : start + MAX_CONTENT]
         parts.append(HEADER.pack(VERSION, kind, request_id, len(chunk), 0))
-        parts.append(bytes(chunk))
+        parts.append(chunk)
     parts.append(HEADER.pack(VERSION, kind, request_id, 0, 0))
     return parts
 
@@ -101,17 +103,14 @@ def encode_pair(name: bytes, value: bytes) -> bytes:
 
 
 class _Request:
-    __slots__ = ("abort", "flags", "params", "params_done", "request_id", "role", "stdin", "stdin_done")
+    __slots__ = ("flags", "open_streams", "request_id", "role", "streams")
 
     def __init__(self, request_id: int, role: int, flags: int) -> None:
         self.request_id = request_id
         self.role = role
         self.flags = flags
-        self.params = bytearray()
-        self.params_done = False
-        self.stdin = bytearray()
-        self.stdin_done = False
-        self.abort = False
+        self.streams = {kind: bytearray() for kind in STREAM_LIMITS}
+        self.open_streams = set(STREAM_LIMITS)  # ended by an empty record each
 
 
 class _Connection:
@@ -305,34 +304,28 @@ class Responder:
                 self._send(conn, [_record(UNKNOWN_TYPE, 0, bytes([kind]) + b"\0" * 7)], None)
             return  # a record for a request we do not know (ended or aborted): ignore it
         request = known
-        if kind == PARAMS:
+        if kind in STREAM_LIMITS:
             if content:
-                request.params += content
-                if len(request.params) > MAX_PARAMS:
-                    raise ValueError("FCGI_PARAMS too large")
+                stream = request.streams[kind]
+                stream += content
+                if len(stream) > STREAM_LIMITS[kind]:
+                    raise ValueError(f"{STREAM_NAMES[kind]} too large")
             else:
-                request.params_done = True
-        elif kind == STDIN:
-            if content:
-                request.stdin += content
-                if len(request.stdin) > MAX_STDIN:
-                    raise ValueError("request body too large")
-            else:
-                request.stdin_done = True
+                request.open_streams.discard(kind)
         elif kind == ABORT_REQUEST:
             del conn.requests[request_id]
             self._send(conn, [_record(END_REQUEST, request_id, END_BODY.pack(0, REQUEST_COMPLETE))], request)
             return
-        if request.params_done and request.stdin_done:
+        if not request.open_streams:
             del conn.requests[request_id]
             self._run(conn, request)
 
     # -- running a request --------------------------------------------------------------------
 
     def _run(self, conn: _Connection, request: _Request) -> None:
-        environ: dict[str, Any] = decode_pairs(bytes(request.params))
+        environ: dict[str, Any] = decode_pairs(bytes(request.streams[PARAMS]))
         environ.update(self._base_environ)
-        environ["wsgi.input"] = io.BytesIO(bytes(request.stdin))
+        environ["wsgi.input"] = io.BytesIO(bytes(request.streams[STDIN]))
         environ["wsgi.url_scheme"] = "https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http"
         script = environ.setdefault("SCRIPT_NAME", "")
         if not environ.get("PATH_INFO"):
@@ -372,7 +365,7 @@ class Responder:
 
     # -- output -------------------------------------------------------------------------------
 
-    def _send(self, conn: _Connection, parts: list[bytes], request: _Request | None) -> None:
+    def _send(self, conn: _Connection, parts: Sequence[bytes | memoryview], request: _Request | None) -> None:
         if request is not None and not request.flags & KEEP_CONN:
             conn.closing = True
         data = b"".join(parts)

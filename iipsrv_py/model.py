@@ -7,6 +7,8 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
+METRES_PER_INCH_FACTOR = 39.37  # iipsrv's conversion of resolutions (300 dpi -> 11811 px/m)
+
 
 @dataclass(frozen=True)
 class Level:

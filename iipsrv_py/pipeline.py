@@ -33,11 +33,10 @@ class Pipeline:
         self.cache.clear()
 
     def render(self, source: ImageSource, plan: ImagePlan) -> bytes:
-        with_layers = getattr(source, "with_layers", None) if plan.layers else None
-        if with_layers is not None:
-            # JPEG 2000 quality layers (LYR, MAX_LAYERS): a view of the image with an identity
-            # of its own, so its decoded tiles are cached apart from the full-quality ones.
-            source = with_layers(plan.layers)
+        if plan.layers:
+            # Quality layers (LYR, MAX_LAYERS): a view of the image with an identity of its
+            # own, so its decoded tiles are cached apart from the full-quality ones.
+            source = source.with_layers(plan.layers)
         key = ("out", source.identity.token, plan.canonical)
         cached = self.cache.get(key)
         if isinstance(cached, bytes):

@@ -19,6 +19,7 @@ must be created in each worker, after the fork.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import io
@@ -26,13 +27,13 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import tifffile
 
-from .fastcgi import Responder, decode_pairs, encode_pair
+from .fastcgi import Responder
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,16 @@ def _write_sample(directory: str) -> None:
         tif.write(pixels[::2, ::2], tile=(256, 256), compression="jpeg", photometric="rgb", subfiletype=1)
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No warnings from the throwaway requests: the deliberate 404 is not worth a log line."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 class WarmUp:
     """Throwaway requests on a sample image, with the real settings but another root."""
 
@@ -71,18 +82,16 @@ class WarmUp:
         assert self.directory is not None
         settings = dataclasses.replace(self.settings, filesystem_prefix=self.directory + "/", filesystem_suffix="")
         app = self.app_class(settings)
-        params = b"".join(
-            encode_pair(name.encode(), value.encode())
-            for name, value in (("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/"), ("HTTP_HOST", "localhost"))
-        )
-        logging.disable(logging.WARNING)  # the deliberate 404 is not worth a log line
-        try:
+        with _quiet():
             for query in queries:
-                environ: dict[str, Any] = decode_pairs(params)
-                environ.update({"QUERY_STRING": query, "wsgi.input": io.BytesIO()})
+                environ: dict[str, Any] = {
+                    "REQUEST_METHOD": "GET",
+                    "REQUEST_URI": "/",
+                    "HTTP_HOST": "localhost",
+                    "QUERY_STRING": query,
+                    "wsgi.input": io.BytesIO(),
+                }
                 b"".join(app(environ, lambda status, headers, exc_info=None: None))
-        finally:
-            logging.disable(logging.NOTSET)
 
     def before_fork(self) -> None:
         """In the supervisor, before the first fork."""
@@ -107,18 +116,16 @@ class WarmUp:
     @staticmethod
     def rehearse_responder(responder: Responder) -> None:
         """The real worker's FastCGI path and application, on requests that need no image."""
-        logging.disable(logging.WARNING)
         try:
-            responder.rehearse(
-                [
-                    {"REQUEST_METHOD": "GET", "QUERY_STRING": query, "REQUEST_URI": "/?" + query, "HTTP_HOST": "x"}
-                    for query in ("", "FIF=warm-up-no-such-image.tif&OBJ=Basic-info")
-                ]
-            )
+            with _quiet():
+                responder.rehearse(
+                    [
+                        {"REQUEST_METHOD": "GET", "QUERY_STRING": query, "REQUEST_URI": "/?" + query, "HTTP_HOST": "x"}
+                        for query in ("", "FIF=warm-up-no-such-image.tif&OBJ=Basic-info")
+                    ]
+                )
         except Exception:
             log.exception("worker warm-up failed (its first requests will be slower)")
-        finally:
-            logging.disable(logging.NOTSET)
 
     def clean_up(self) -> None:
         """In the supervisor, when the pool stops."""

@@ -71,8 +71,6 @@ def content_disposition(kind: str, filename: str) -> str:
     Header values travel as latin-1 through WSGI, so the plain ``filename`` is always
     reduced to printable ASCII.
     """
-    if filename.isascii() and filename.isprintable() and '"' not in filename and "\\" not in filename:
-        return f'{kind}; filename="{filename}"'
     plain = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
     if plain == filename:
         return f'{kind}; filename="{plain}"'

@@ -57,9 +57,16 @@ class ImageSource(Protocol):
         """An image stored beside the pyramid (``info.associated``), or NotFound."""
         ...
 
+    def with_layers(self, layers: int) -> ImageSource:
+        """The image decoding at most ``layers`` quality layers (JPEG 2000's LYR, MAX_LAYERS)
+        under an identity of its own, so that caches keep it apart; formats without quality
+        layers return the image itself."""
+        ...
+
 
 class SinglePage:
-    """``page`` and ``associated`` for a source that is neither a stack nor has associated images."""
+    """``page``, ``associated`` and ``with_layers`` for a source that is neither a stack nor has
+    associated images or quality layers."""
 
     name: str
 
@@ -70,3 +77,6 @@ class SinglePage:
 
     def associated(self, name: str) -> ImageSource:
         raise NotFound("image not found", f"{self.name}: no associated image {name!r}")
+
+    def with_layers(self, layers: int) -> ImageSource:
+        return self  # type: ignore[return-value]

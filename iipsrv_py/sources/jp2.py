@@ -31,8 +31,9 @@ from ..cache.lru import LRUCache
 from ..errors import ImageDecodeError, UnsupportedImage
 from ..model import ImageInfo, Level, SourceIdentity
 from ..storage.base import Blob
-from ..transforms.resample import resize
+from . import pixels
 from .base import SinglePage, tile_of
+from .memory import whole_level
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class Jp2Source(SinglePage):
     _stream: _Codestream
     _dwt_levels: int  # levels decoded by OpenJPEG; the ones after them are resized
     _offset: tuple[int, int]  # image origin on the reference grid
-    _bits: tuple[int, ...]  # stored bits per component
+    _conversion: pixels.Conversion  # stored samples (1-16 bits per component) to 8 bits
     _icc: bytes | None
 
     def __init__(self, blob: Blob, _parent: Jp2Source | None = None, _layers: int = 0) -> None:
@@ -126,7 +127,7 @@ class Jp2Source(SinglePage):
             self.info = _parent.info
             self._dwt_levels = _parent._dwt_levels
             self._offset = _parent._offset
-            self._bits = _parent._bits
+            self._conversion = _parent._conversion
             self._icc = _parent._icc
             self._root = _parent
             return
@@ -165,7 +166,14 @@ class Jp2Source(SinglePage):
                 )
             raw = getattr(colr, "icc_profile", None)
             self._icc = bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
-        self._bits = tuple(int(b) for b in siz.bitdepth)
+        bits = tuple(int(b) for b in siz.bitdepth)
+        # Each component over its own full range (v * 255 / (2^bits - 1), rounded); 8-bit
+        # samples as they are.
+        if all(b == 8 for b in bits):
+            self._conversion = pixels.for_samples(np.dtype(np.uint8), channels)
+        else:
+            tops = tuple(float((1 << b) - 1) for b in bits)
+            self._conversion = pixels.for_samples(np.dtype(np.uint16), channels, (0.0,) * channels, tops)
         # Image area on the reference grid: [xosiz, xsiz) x [yosiz, ysiz).
         self._offset = (int(siz.xosiz), int(siz.yosiz))
         x0, y0, x1, y1 = self._offset[0], self._offset[1], int(siz.xsiz), int(siz.ysiz)
@@ -196,16 +204,12 @@ class Jp2Source(SinglePage):
             height=height,
             levels=levels,
             channels=channels,
-            bits_per_sample=max(self._bits),
+            bits_per_sample=max(bits),
             colorspace="grey" if channels in (1, 2) else "srgb",
             min_values=(0.0,) * channels,
             max_values=(255.0,) * channels,
             format="jp2",
         )
-
-    @property
-    def quality_layers(self) -> int:
-        return self._stream.layers
 
     @property
     def icc_profile(self) -> bytes | None:
@@ -237,47 +241,32 @@ class Jp2Source(SinglePage):
             min((lx + x + w) * step, ox + full.width),
         )
         try:
-            pixels = self._stream.read(r, area, self.layers)
+            decoded = self._stream.read(r, area, self.layers)
         except Exception as exc:
             raise ImageDecodeError("damaged image", f"{self.name}: resolution {r} area {area}: {exc}") from exc
-        if isinstance(pixels, list):
+        if isinstance(decoded, list):
             raise ImageDecodeError("damaged image", f"{self.name}: components decoded to different sizes")
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, np.newaxis]
-        if pixels.shape[:2] != (h, w):
+        if decoded.ndim == 2:
+            decoded = decoded[:, :, np.newaxis]
+        if decoded.shape[:2] != (h, w):
             raise ImageDecodeError(
-                "damaged image", f"{self.name}: decoded {pixels.shape[1]}x{pixels.shape[0]}, expected {w}x{h}"
+                "damaged image", f"{self.name}: decoded {decoded.shape[1]}x{decoded.shape[0]}, expected {w}x{h}"
             )
-        return self._to_8bit(pixels)
+        return pixels.to_uint8(decoded, self._conversion)
 
-    def _to_8bit(self, pixels: np.ndarray) -> np.ndarray:
-        if all(b == 8 for b in self._bits):
-            return pixels.astype(np.uint8, copy=False)
-        out = np.empty(pixels.shape, np.uint8)
-        for c, bits in enumerate(self._bits):
-            top = (1 << bits) - 1
-            # Rounded v * 255 / top in integers (exact for every 1-16 bit value).
-            out[:, :, c] = (pixels[:, :, c].astype(np.uint32) * 510 + top) // (2 * top)
-        return out
-
-    def _virtual(self, index: int) -> np.ndarray:
-        """Whole pixels of level ``index`` (the smallest resolution or a level below it)."""
-        key = (self.identity.token, index)
-        pixels = _VIRTUAL_LEVELS.get(key)
-        if pixels is None:
-            level = self.info.levels[index]
-            if index == self._dwt_levels - 1:
-                pixels = self._decode(index, 0, 0, level.width, level.height)
-            else:
-                pixels = resize(self._virtual(index - 1), level.width, level.height)
-            _VIRTUAL_LEVELS.put(key, pixels, pixels.nbytes)
-        return pixels
+    def _smallest_resolution(self, index: int) -> np.ndarray | None:
+        """The smallest DWT resolution decoded whole; None for the levels below it (resized)."""
+        if index != self._dwt_levels - 1:
+            return None
+        level = self.info.levels[index]
+        return self._decode(index, 0, 0, level.width, level.height)
 
     def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
         x, y, w, h = tile_of(self.info, level, col, row).tile_rect(col, row)
         if level < self._dwt_levels:
             return self._decode(level, x, y, w, h)
-        return self._virtual(level)[y : y + h, x : x + w]
+        whole = whole_level(_VIRTUAL_LEVELS, self.identity.token, level, self.info.levels, self._smallest_resolution)
+        return whole[y : y + h, x : x + w]
 
     def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
         return None

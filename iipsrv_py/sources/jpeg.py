@@ -29,9 +29,8 @@ from PIL import Image
 
 from ..cache.lru import LRUCache
 from ..errors import ImageDecodeError, UnsupportedImage
+from ..model import METRES_PER_INCH_FACTOR
 from ..storage.base import Blob
-from ..transforms.resample import resize
-from .base import level_of
 from .memory import TILE, ArraySource, halving_sizes
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,6 @@ MAX_PIXELS = 1 << 26  # 67 Mpixel, e.g. 8192 x 8192: about 200 MB decoded as RGB
 LEVEL_CACHE_BYTES = 256 << 20
 _LEVELS: LRUCache[np.ndarray] = LRUCache(max_bytes=LEVEL_CACHE_BYTES)
 DCT_SCALES = (2, 4, 8)
-METRES_PER_INCH_FACTOR = 39.37  # as TIFF resolutions are converted (300 dpi -> 11811 px/m)
 
 # EXIF tag -> iipsrv metadata key (as the TIFF tags of the same numbers, SPEC section 5).
 EXIF_KEYS = {
@@ -67,7 +65,9 @@ class JpegSource(ArraySource):
         self._blob = blob
         name = blob.name
         try:
-            with Image.open(io.BytesIO(self._bytes(blob))) as im:
+            # Only the header is read here (Pillow decodes lazily); pixels come from a whole
+            # read of the file when a level is first needed.
+            with Image.open(blob.stream()) as im:
                 if im.format != "JPEG":
                     raise UnsupportedImage("not a supported image", f"{name}: {im.format}")
                 mode, (width, height) = im.mode, im.size
@@ -96,7 +96,7 @@ class JpegSource(ArraySource):
         fields: dict[str, object] = {"format": "jpeg", "metadata": metadata, "dpi": None}
         if isinstance(dpi, tuple) and len(dpi) == 2 and dpi[0] and dpi[1] and dpi[0] > 0 and dpi[1] > 0:
             fields["dpi"] = (float(dpi[0]) * METRES_PER_INCH_FACTOR, float(dpi[1]) * METRES_PER_INCH_FACTOR)
-        super().__init__(blob.identity, name, sizes, lambda _: None, 1 if mode == "L" else 3, fields)
+        super().__init__(blob.identity, name, sizes, self._dct_level, 1 if mode == "L" else 3, fields, cache=_LEVELS)
 
     @staticmethod
     def _bytes(blob: Blob) -> bytes:
@@ -126,8 +126,10 @@ class JpegSource(ArraySource):
     def icc_profile(self) -> bytes | None:
         return self._icc
 
-    def _decode(self, level: int) -> np.ndarray:
-        """Level ``level`` (< len(DCT levels)) decoded whole by DCT scaling."""
+    def _dct_level(self, level: int) -> np.ndarray | None:
+        """Level ``level`` decoded whole by DCT scaling; None for the levels made by resizing."""
+        if level >= len(self._scales):
+            return None
         scale = self._scales[level]
         expected = self.info.levels[level]
         try:
@@ -148,17 +150,4 @@ class JpegSource(ArraySource):
                 f"{self.name}: 1/{scale} decode is {pixels.shape[1]}x{pixels.shape[0]}, "
                 f"expected {expected.width}x{expected.height}",
             )
-        return pixels[:, :, np.newaxis] if pixels.ndim == 2 else pixels
-
-    def level_pixels(self, level: int) -> np.ndarray:
-        level_of(self.info, level)
-        key = (self.identity.token, level)
-        pixels = _LEVELS.get(key)
-        if pixels is None:
-            if level < len(self._scales):
-                pixels = self._decode(level)
-            else:
-                lvl = self.info.levels[level]
-                pixels = resize(self.level_pixels(level - 1), lvl.width, lvl.height)
-            _LEVELS.put(key, pixels, pixels.nbytes)
         return pixels

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..cache.lru import LRUCache
 from ..model import ImageInfo, Level, SourceIdentity
 from ..transforms.resample import resize
 from .base import SinglePage, level_of, tile_of
@@ -29,11 +30,34 @@ def halving_sizes(width: int, height: int, smallest: int = TILE) -> list[tuple[i
     return sizes
 
 
+def whole_level(
+    cache: LRUCache[np.ndarray],
+    token: str,
+    index: int,
+    levels: Sequence[Level],
+    load: Callable[[int], np.ndarray | None],
+) -> np.ndarray:
+    """All pixels of level ``index`` (H x W x C): ``load(index)``, or, when that gives None,
+    the level above resized to this one's size; kept in ``cache`` under ``(token, index)``."""
+    key = (token, index)
+    pixels = cache.get(key)
+    if pixels is None:
+        pixels = load(index)
+        if pixels is None:
+            level = levels[index]
+            pixels = resize(whole_level(cache, token, index - 1, levels, load), level.width, level.height)
+        elif pixels.ndim == 2:
+            pixels = pixels[:, :, np.newaxis]
+        cache.put(key, pixels, pixels.nbytes)
+    return pixels
+
+
 class ArraySource(SinglePage):
     """A pyramid whose levels are arrays in memory (uint8, H x W x C).
 
     ``levels`` gives the size of every level, full size first; ``load(i)`` returns the pixels
-    of level ``i`` or None when that level is to be made by resizing a larger one.
+    of level ``i`` or None when that level is to be made by resizing a larger one.  Levels are
+    kept in ``cache`` (by default one of the image's own holding all of them).
     """
 
     format_name = "memory"
@@ -47,11 +71,12 @@ class ArraySource(SinglePage):
         channels: int,
         info_fields: dict[str, object] | None = None,
         tile: int = TILE,
+        cache: LRUCache[np.ndarray] | None = None,
     ) -> None:
         self.identity = identity
         self.name = name
         self._load = load
-        self._arrays: dict[int, np.ndarray] = {}
+        self._cache: LRUCache[np.ndarray] = cache if cache is not None else LRUCache(max_items=len(sizes))
         width, height = sizes[0]
         levels = tuple(Level(w, h, tile, tile, width / w, height / h) for w, h in sizes)
         colorspace = "grey" if channels in (1, 2) else "srgb"
@@ -71,16 +96,7 @@ class ArraySource(SinglePage):
 
     def level_pixels(self, level: int) -> np.ndarray:
         level_of(self.info, level)
-        pixels = self._arrays.get(level)
-        if pixels is None:
-            pixels = self._load(level)
-            if pixels is None:
-                lvl = self.info.levels[level]
-                pixels = resize(self.level_pixels(level - 1), lvl.width, lvl.height)
-            if pixels.ndim == 2:
-                pixels = pixels[:, :, np.newaxis]
-            self._arrays[level] = pixels
-        return pixels
+        return whole_level(self._cache, self.identity.token, level, self.info.levels, self._load)
 
     def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
         x, y, w, h = tile_of(self.info, level, col, row).tile_rect(col, row)

@@ -53,3 +53,6 @@ class SequenceSource:
 
     def associated(self, name: str) -> ImageSource:
         return self._first.associated(name)
+
+    def with_layers(self, layers: int) -> ImageSource:
+        return self._first.with_layers(layers)

@@ -109,8 +109,8 @@ class SvsSource(TiffSource):
             mpp = 0.0
         if mpp > 0:
             dpi = (1e6 / mpp, 1e6 / mpp)  # micrometres per pixel -> pixels per metre
-        for index, page in enumerate(self._tif.pages):
-            if not isinstance(page, tifffile.TiffPage) or page.is_tiled:
+        for index, page in enumerate(self._chain):
+            if page.is_tiled:
                 continue  # tiled pages are pyramid levels (or left out), never pictures
             name = _associated_name(index, page)
             if name and name not in self._associated_pages:
@@ -128,11 +128,6 @@ class SvsSource(TiffSource):
         if int(self._pages[level].compression) == COMPRESSION_JP2K_YCBCR:
             tile = ycbcr_to_rgb(tile)
         return tile
-
-    def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
-        if int(self._pages[level].compression) != tifffile.COMPRESSION.JPEG:
-            return None
-        return super().raw_tile(level, col, row)
 
     def associated(self, name: str) -> ImageSource:
         source = self._associated_sources.get(name)

@@ -26,7 +26,7 @@ import tifffile
 
 from ..cache.lru import LRUCache
 from ..errors import ImageDecodeError, NotFound, UnsupportedImage
-from ..model import ImageInfo, Level
+from ..model import METRES_PER_INCH_FACTOR, ImageInfo, Level, SourceIdentity
 from ..storage.base import Blob
 from . import pixels
 from .base import ImageSource, SinglePage, tile_of
@@ -58,7 +58,6 @@ COMPRESSION_NONE = 1
 COMPRESSION_JPEG = 7
 PLANAR_SEPARATE = 2
 EXTRASAMPLE_ALPHA = (1, 2)  # associated, unassociated: both kept as stored
-METRES_PER_INCH_FACTOR = 39.37  # iipsrv's conversion (300 dpi -> 11811 px/m)
 # Virtual tiles of a stripped image, and the bytes of decoded strips one source may keep.
 STRIP_TILE = 256
 STRIP_CACHE_BYTES = 16 * 1024 * 1024
@@ -231,9 +230,6 @@ class TiffSource(SinglePage):
     def __init__(self, blob: Blob, tif: tifffile.TiffFile | None = None) -> None:
         """``tif``: the file already parsed by ``parse`` (the registry looks at it to choose
         the reader), else it is parsed here."""
-        self.identity = blob.identity
-        self.name = blob.name
-        self._blob = blob
         if tif is None:
             tif = self.parse(blob)
         try:
@@ -243,11 +239,26 @@ class TiffSource(SinglePage):
         except UnsupportedImage:
             raise
         except Exception as exc:
-            raise UnsupportedImage("not a supported image", f"{self.name}: {type(exc).__name__}: {exc}") from exc
+            raise UnsupportedImage("not a supported image", f"{blob.name}: {type(exc).__name__}: {exc}") from exc
+        self._bind(blob, blob.identity, tif, chain, stack, pages)
+
+    def _bind(
+        self,
+        blob: Blob,
+        identity: SourceIdentity,
+        tif: tifffile.TiffFile,
+        chain: list[tifffile.TiffPage],
+        stack: list[int],
+        pages: list[tifffile.TiffPage],
+    ) -> None:
+        """Set up an image (or one page of a stack) of a parsed file and describe it."""
+        self.identity = identity
+        self.name = blob.name
+        self._blob = blob
         self._tif = tif
-        self._pages = pages
         self._chain = chain
         self._stack = stack
+        self._pages = pages
         self._page_sources: dict[int, TiffSource] = {}
         self._strips: LRUCache[np.ndarray] = LRUCache(max_bytes=STRIP_CACHE_BYTES)
         self.info = self._describe()
@@ -384,20 +395,12 @@ class TiffSource(SinglePage):
         """Stack page ``index`` as a plain TIFF source sharing this file's parsed structure."""
         start = self._stack[index]
         end = self._stack[index + 1] if index + 1 < len(self._stack) else None
-        source = TiffSource.__new__(TiffSource)
-        source.identity = self.identity.part(f"page{index}")
-        source.name = self.name
-        source._blob = self._blob
-        source._tif = self._tif
-        source._chain = self._chain
-        source._stack = [start]
-        source._page_sources = {}
-        source._strips = LRUCache(max_bytes=STRIP_CACHE_BYTES)
         try:
-            source._pages = _pyramid_pages(self._tif, self._chain, start, end)
+            pages = _pyramid_pages(self._tif, self._chain, start, end)
         except Exception as exc:
             raise ImageDecodeError("damaged image", f"{self.name}: page {index}: {exc}") from exc
-        source.info = TiffSource._describe(source)
+        source = TiffSource.__new__(TiffSource)
+        source._bind(self._blob, self.identity.part(f"page{index}"), self._tif, self._chain, [start], pages)
         return source
 
     # -- tiles ------------------------------------------------------------------------------
@@ -423,7 +426,7 @@ class TiffSource(SinglePage):
         page, index = self._tile_index(level, col, row)
         x, y, w, h = self.info.levels[level].tile_rect(col, row)
         if page.is_tiled:
-            samples = self._tile_samples(page, index)[:h, :w]
+            samples = self._stored_samples(page, index)[:h, :w]
         else:
             samples = self._strip_samples(level, page, x, y, w, h)
         return pixels.to_uint8(samples, self._layout.conversion)
@@ -432,8 +435,8 @@ class TiffSource(SinglePage):
         if not self.info.stored_encoding:
             return None
         page, index, offset, count = self._locate(level, col, row)
-        if count == 0:
-            return None
+        if count == 0 or int(page.compression) != COMPRESSION_JPEG:
+            return None  # a sparse tile, or a level stored otherwise than the first (SVS: JPEG 2000)
         data = self._read(offset, count, f"tile {index}")
         return standalone_jpeg(data, page.jpegtables, self._rgb_jpeg)
 
@@ -444,12 +447,14 @@ class TiffSource(SinglePage):
             return len(page.dataoffsets) // page.samplesperpixel, page.samplesperpixel
         return len(page.dataoffsets), 1
 
-    def _tile_samples(self, page: tifffile.TiffPage, tile: int) -> np.ndarray:
+    def _stored_samples(self, page: tifffile.TiffPage, index: int) -> np.ndarray:
+        """Tile or strip ``index`` of a page, its kept bands decoded (from each plane's own
+        segment when the planes are stored separately)."""
         per_plane, planes = self._planes(page)
         if planes == 1:
-            return self._keep_bands(self._segment(page, tile))
+            return self._keep_bands(self._segment(page, index))
         bands = self._layout.bands
-        return np.concatenate([self._segment(page, b * per_plane + tile) for b in bands], axis=2)
+        return np.concatenate([self._segment(page, b * per_plane + index) for b in bands], axis=2)
 
     def _keep_bands(self, samples: np.ndarray) -> np.ndarray:
         bands = self._layout.bands
@@ -509,11 +514,7 @@ class TiffSource(SinglePage):
         cached = self._strips.get(key)
         if cached is not None:
             return cached
-        per_plane, planes = self._planes(page)
-        if planes == 1:
-            band = self._keep_bands(self._segment(page, strip))
-        else:
-            band = np.concatenate([self._segment(page, b * per_plane + strip) for b in self._layout.bands], axis=2)
+        band = self._stored_samples(page, strip)
         self._strips.put(key, band, band.nbytes)
         return band
 

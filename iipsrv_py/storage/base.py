@@ -26,10 +26,6 @@ class Blob(Protocol):
 
 
 class Storage(Protocol):
-    def locate(self, identifier: str) -> str:
-        """Resolve a client identifier to a location, or raise NotFound."""
-        ...
-
     def resolve(self, identifier: str) -> tuple[str, SourceIdentity]:
         """``(location, current identity)`` of an identifier; NotFound when it is refused or gone."""
         ...
@@ -37,10 +33,6 @@ class Storage(Protocol):
     def sequence(self, identifier: str, pattern: str) -> list[tuple[int, int, str]]:
         """``(horizontal angle, vertical angle, member identifier)`` of the image sequence
         ``identifier`` names (FILENAME_PATTERN), or an empty list."""
-        ...
-
-    def identity(self, location: str) -> SourceIdentity:
-        """Current identity of a location (a stat); NotFound when it is gone."""
         ...
 
     def open(self, location: str, identity: SourceIdentity) -> Blob: ...

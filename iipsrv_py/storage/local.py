@@ -68,21 +68,18 @@ class LocalStorage:
         self.root = os.path.realpath(root or ".")
         self._resolved: dict[str, tuple[str, int, int]] = {}
 
+    def _stem(self, relative: str) -> str:
+        """Where a normalised identifier leads, before FILESYSTEM_SUFFIX."""
+        return self.prefix + relative if self.prefix else os.path.join(self.root, relative)
+
     def _path(self, identifier: str) -> str:
-        relative = normalise_identifier(identifier)
-        if self.prefix:
-            return self.prefix + relative + self.suffix
-        return os.path.join(self.root, relative + self.suffix)
+        return self._stem(normalise_identifier(identifier)) + self.suffix
 
     def _inside(self, path: str, identifier: str) -> str:
         real = os.path.realpath(path)
         if real != self.root and not real.startswith(self.root + os.sep):
             raise NotFound(_NOT_FOUND, f"{identifier!r} resolves outside the root")
         return real
-
-    def locate(self, identifier: str) -> str:
-        """The real path of an identifier, checked to lie inside the root."""
-        return self._inside(self._path(identifier), identifier)
 
     def resolve(self, identifier: str) -> tuple[str, SourceIdentity]:
         """``(real path, identity)`` of an identifier's file, or NotFound.
@@ -114,8 +111,7 @@ class LocalStorage:
         if not pattern:
             return []
         relative = normalise_identifier(identifier)
-        stem = self.prefix + relative if self.prefix else os.path.join(self.root, relative)
-        directory, head = os.path.split(stem + pattern)
+        directory, head = os.path.split(self._stem(relative) + pattern)
         try:
             names = os.listdir(directory or ".")
         except OSError:
@@ -130,9 +126,6 @@ class LocalStorage:
             member = relative + pattern + name[len(head) : len(name) - len(self.suffix)]
             members.append((int(angles.group(1)), int(angles.group(2)), member))
         return sorted(members)
-
-    def identity(self, location: str) -> SourceIdentity:
-        return self._identity(location, self._stat(location))
 
     @staticmethod
     def _stat(path: str) -> os.stat_result:

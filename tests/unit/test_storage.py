@@ -27,9 +27,8 @@ def test_refused(identifier: str) -> None:
 def test_prefix_and_suffix_are_concatenated(tmp_path) -> None:
     (tmp_path / "img_x.tif.pyr").write_bytes(b"data")
     storage = LocalStorage(str(tmp_path) + "/img_", ".pyr")
-    location = storage.locate("x.tif")
+    location, identity = storage.resolve("x.tif")
     assert location == str(tmp_path / "img_x.tif.pyr")
-    identity = storage.identity(location)
     assert identity.size == 4
 
 
@@ -43,8 +42,8 @@ def test_symlink_out_of_the_root_is_refused_and_inside_is_allowed(tmp_path) -> N
     os.symlink(root / "real.tif", root / "alias.tif")
     storage = LocalStorage(str(root) + "/")
     with pytest.raises(NotFound):
-        storage.locate("escape.tif")
-    assert storage.locate("alias.tif") == str(root / "real.tif")
+        storage.resolve("escape.tif")
+    assert storage.resolve("alias.tif")[0] == str(root / "real.tif")
 
 
 def test_missing_file_and_directory_are_not_found_without_paths_in_the_message(tmp_path) -> None:
@@ -52,7 +51,7 @@ def test_missing_file_and_directory_are_not_found_without_paths_in_the_message(t
     storage = LocalStorage(str(tmp_path) + "/")
     for name in ("missing.tif", "dir"):
         with pytest.raises(NotFound) as info:
-            storage.identity(storage.locate(name))
+            storage.resolve(name)
         assert str(tmp_path) not in info.value.message
 
 
@@ -60,11 +59,11 @@ def test_identity_changes_when_the_file_is_rewritten(tmp_path) -> None:
     path = tmp_path / "a.tif"
     path.write_bytes(b"one")
     storage = LocalStorage(str(tmp_path) + "/")
-    first = storage.identity(storage.locate("a.tif"))
+    first = storage.resolve("a.tif")[1]
     os.unlink(path)
     path.write_bytes(b"two")
     os.utime(path, (first.mtime, first.mtime))  # same size and mtime, new inode
-    second = storage.identity(storage.locate("a.tif"))
+    second = storage.resolve("a.tif")[1]
     assert first.token != second.token
 
 
