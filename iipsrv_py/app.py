@@ -1,7 +1,13 @@
-"""The WSGI application: method checks, request intake, dispatch, the one error handler and
-the headers every response carries.
+"""The WSGI application: the one router, method checks, the one error handler and the headers every
+response carries.
 
 Front ends (FastCGI pool, plain HTTP, debug stdin) only differ in how the environ arrives.
+
+Routing happens here and nowhere else: a path under a URI_MAP prefix is a request of that
+prefix's protocol; otherwise the query string (or a POSTed form) is an IIP request, unless it
+carries a whole request of another protocol (``IIIF=``, ``DeepZoom=``, ``Zoomify=``).  The
+protocol names its handler in ``HANDLERS``.  Any path outside the claimed prefixes is IIP, as in
+iipsrv: the mount point is the web server's choice.
 """
 
 from __future__ import annotations
@@ -10,14 +16,17 @@ import html
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
 from . import SERVER_SOFTWARE, __version__
-from .cache.responses import CachedResponse, request_key
+from .cache.keys import etag
+from .cache.responses import CachedResponse, ResponseCache, Shortcut, request_text
+from .cache.store import WorkerCache
 from .catalog import Catalog
 from .errors import IIPError, ServerError, TooLarge, status_line
-from .handlers import iip as iip_handler
+from .handlers import deepzoom, iiif, iip, zoomify
 from .handlers.context import ClientRequest, RequestContext
 from .pipeline import Pipeline
 from .protocols import iip as iip_protocol
@@ -32,15 +41,45 @@ MAX_POST_BODY = 64 * 1024
 StartResponse = Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: its protocol, the protocol's request text (a parsed IIP request
+    for IIP) and the URL the protocol's own paths follow (IIIF builds its ids on it)."""
+
+    protocol: str
+    text: str
+    base: str
+    iip: iip_protocol.IIPRequest | None = None
+
+
+Handler = Callable[[Route, RequestContext], Response]
+
+
+def _iip(route: Route, ctx: RequestContext) -> Response:
+    assert route.iip is not None  # the router parsed it to choose the route
+    return iip.handle(route.iip, ctx)
+
+
+HANDLERS: dict[str, Handler] = {
+    "IIP": _iip,
+    "IIIF": lambda route, ctx: iiif.handle(route.text, ctx),
+    "DeepZoom": lambda route, ctx: deepzoom.handle(route.text, ctx),
+    "Zoomify": lambda route, ctx: zoomify.handle(route.text, ctx),
+}
+
+
 class Application:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Every byte a worker keeps of pixels and responses, under one budget.
+        self.cache = WorkerCache(int(settings.max_image_cache_mb * 1024 * 1024))
+        self.responses = ResponseCache(self.cache)
         self.catalog = Catalog(
             LocalStorage(settings.filesystem_prefix, settings.filesystem_suffix),
             settings.max_metadata_cache,
             settings.filename_pattern,
         )
-        self.pipeline = Pipeline(settings)
+        self.pipeline = Pipeline(settings, self.cache)
         self._cors = (
             [
                 ("Access-Control-Allow-Origin", settings.cors),
@@ -61,7 +100,7 @@ class Application:
 
     def clear_caches(self) -> None:
         self.catalog.clear()
-        self.pipeline.clear()
+        self.cache.clear()
         self._caches_dirty = False
         log.info("caches cleared")
 
@@ -72,10 +111,10 @@ class Application:
         if self._caches_dirty:
             self.clear_caches()
         method = environ.get("REQUEST_METHOD", "GET").upper()
-        key = request_key(environ)
-        if key is not None:
-            hit = self.pipeline.cache.get(key)
-            if isinstance(hit, CachedResponse) and self.catalog.still_current(hit.sources):
+        text = request_text(environ)
+        if text is not None:
+            hit = self._shortcut(text)
+            if hit is not None:
                 start_response(hit.status, hit.headers)
                 self._log(method, environ, 200, len(hit.body), started)
                 return [b""] if method == "HEAD" else [hit.body]
@@ -87,20 +126,39 @@ class Application:
         except Exception as exc:
             log.exception("unhandled error for %s", _describe(environ))
             response = self._error(ServerError(log_detail=repr(exc)), environ, logged=True)
-        headers = self._headers(response)
-        status = status_line(response.status)
+        status, headers, body = self._finish(response, method, text)
         start_response(status, headers)
-        if key is not None and response.status == 200 and response.etag and len(self.catalog.opened) == 1:
-            entry = CachedResponse(status, headers, response.body, tuple(self.catalog.opened))
-            self.pipeline.remember(key, entry, entry.size)
-        self._log(method, environ, response.status, len(response.body), started)
-        return [b""] if method == "HEAD" else [response.body]
+        self._log(method, environ, response.status, len(body), started)
+        return [b""] if method == "HEAD" else [body]
+
+    def _shortcut(self, text: tuple[str, ...]) -> CachedResponse | None:
+        """The response an identical earlier request got, if its images are unchanged."""
+        shortcut = self.responses.shortcut(text)
+        if shortcut is None or not self.catalog.still_current(shortcut.sources):
+            return None
+        return self.responses.get(shortcut.key)
+
+    def _finish(
+        self, response: Response, method: str, text: tuple[str, ...] | None
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body of a response; a fresh 200 with a key is kept."""
+        if response.cached is not None:
+            cached = response.cached
+        else:
+            cached = CachedResponse(status_line(response.status), self._headers(response), response.body)
+            if response.status == 200 and response.key and method != "POST":
+                self.responses.put(response.key, cached)
+        if text is not None and response.status == 200 and response.key and len(self.catalog.opened) == 1:
+            self.responses.remember_shortcut(text, Shortcut(response.key, tuple(self.catalog.opened)))
+        return cached.status, cached.headers, cached.body
 
     @staticmethod
     def _log(method: str, environ: dict[str, Any], status: int, size: int, started: float) -> None:
         if log.isEnabledFor(logging.INFO):
             elapsed = (time.perf_counter() - started) * 1000
             log.info("%s %s -> %d %dB %.1fms", method, _describe(environ), status, size, elapsed)
+
+    # -- routing ------------------------------------------------------------------------------
 
     def _dispatch(self, method: str, environ: dict[str, Any]) -> Response:
         if method == "OPTIONS":
@@ -109,46 +167,48 @@ class Application:
             return Response(
                 405, b"method not allowed\n", headers=[("Allow", ALLOWED_METHODS)], cache_control="no-cache"
             )
-        protocol, request_text = self._request_string(method, environ)
-        if not request_text:
-            return self._banner()
         path = _request_path(environ)
+        scheme = "https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http"
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost")
+        route = self.route(method, environ, path, f"{scheme}://{host}")
+        if route is None:
+            return self._banner()
+        client = ClientRequest(
+            scheme, host, path, environ.get("HTTP_ACCEPT", ""), environ.get("HTTP_X_IIIF_ID", ""), route.base
+        )
         ctx = RequestContext(
             self.settings,
             self.catalog,
             self.pipeline,
+            self.responses,
             method,
             environ.get("HTTP_IF_NONE_MATCH"),
             environ.get("HTTP_IF_MODIFIED_SINCE"),
-            ClientRequest(
-                scheme="https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http",
-                host=environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost"),
-                path=path,
-                accept=environ.get("HTTP_ACCEPT", ""),
-                iiif_id=environ.get("HTTP_X_IIIF_ID", ""),
-            ),
+            client,
         )
-        if protocol != "IIP":
-            prefix = path[: len(path) - len(request_text)].rstrip("/")
-            return iip_handler.protocol_response(protocol, request_text, ctx, ctx.client.root + prefix)
-        request = iip_protocol.parse(request_text)
-        return iip_handler.handle(request, ctx, request_text)
+        return HANDLERS[route.protocol](route, ctx)
 
-    def _request_string(self, method: str, environ: dict[str, Any]) -> tuple[str, str]:
-        """``(protocol, request text)`` from URI_MAP, the query string or a POSTed form.
+    def route(self, method: str, environ: dict[str, Any], path: str, root: str) -> Route | None:
+        """The route of a request; None for an empty request (the banner page).
 
         A URI_MAP path keeps its percent-encoding: the protocol's parser decodes it.
         """
         query = environ.get("QUERY_STRING", "")
-        if self.settings.uri_map:
-            path = _request_path(environ)
-            for prefix, protocol in self.settings.uri_map:
-                head = f"/{prefix}/"
-                if path.startswith(head) or (protocol != "IIP" and path == head[:-1]):
-                    return protocol, (query if protocol == "IIP" else path[len(head) :])
+        for prefix, protocol in self.settings.uri_map:
+            head = f"/{prefix}/"
+            if path.startswith(head) or path == head[:-1]:
+                if protocol != "IIP":
+                    return Route(protocol, path[len(head) :], root + head[:-1])
+                break  # an IIP prefix: the query is the request, as at any other path
         if not query and method == "POST":
-            return "IIP", self._read_form(environ)
-        return "IIP", query
+            query = self._read_form(environ)
+        if not query:
+            return None
+        request = iip_protocol.parse(query)
+        command = request.protocol_command
+        if command is not None:
+            return Route(command.protocol, command.path, f"{root}{path}?{command.name}=")
+        return Route("IIP", query, root + path, request)
 
     @staticmethod
     def _read_form(environ: dict[str, Any]) -> str:
@@ -197,8 +257,8 @@ class Application:
             headers.append(("Cache-Control", response.cache_control or self.settings.cache_control))
         else:
             headers.append(("Cache-Control", response.cache_control or "no-cache"))
-        if response.etag:
-            headers.append(("ETag", response.etag))
+        if response.key:
+            headers.append(("ETag", etag(response.key)))
         headers.extend(self._cors)
         headers.extend(response.headers)
         return headers

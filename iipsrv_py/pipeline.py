@@ -1,9 +1,9 @@
-"""Executing an ImagePlan: cached bytes, a stored tile sent as it is, or decode -> resize -> encode.
+"""Executing an ImagePlan: a stored tile sent as it is, or decode -> resize -> process -> encode.
 
-One byte-bounded LRU (MAX_IMAGE_CACHE_SIZE) holds both decoded source tiles (so neighbouring
-regions and re-encodings do not decode again) and encoded outputs (so a warm tile is a
-dictionary lookup).  Keys start with the source identity token, so a changed file can never
-be answered from the cache.
+Decoded source tiles are kept in the worker cache (``cache/store.py``), so neighbouring regions
+and re-encodings do not decode again; their keys start with the source identity token, so a
+changed file can never be answered from there.  Encoded outputs are kept as whole responses,
+under the one cache key, by the handler context.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import encoders
-from .cache.lru import LRUCache
+from .cache.store import WorkerCache
 from .planning import ImagePlan
 from .settings import Settings
 from .sources.base import ImageSource
@@ -22,34 +22,23 @@ from .transforms.tone import TONES
 
 
 class Pipeline:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, cache: WorkerCache) -> None:
         self.settings = settings
-        budget = int(settings.max_image_cache_mb * 1024 * 1024)
-        self.cache: LRUCache[object] = LRUCache(max_bytes=budget)
-        # One outsized rendering must not flush every tile out of the cache.
-        self._max_entry = budget // 4
-
-    def clear(self) -> None:
-        self.cache.clear()
+        self.cache = cache
 
     def render(self, source: ImageSource, plan: ImagePlan) -> bytes:
         if plan.layers:
             # Quality layers (LYR, MAX_LAYERS): a view of the image with an identity of its
             # own, so its decoded tiles are cached apart from the full-quality ones.
             source = source.with_layers(plan.layers)
-        key = ("out", source.identity.token, plan.canonical)
-        cached = self.cache.get(key)
-        if isinstance(cached, bytes):
-            return cached
         body = self._passthrough(source, plan)
-        if body is None:
-            encoder = encoders.get(plan.encoding)
-            pixels = self.region(source, plan)
-            pixels = resize(pixels, plan.out_width, plan.out_height, self.settings.interpolation)
-            pixels = self._process(pixels, plan, encoder.alpha)
-            body = encoder.encode(pixels, plan.quality, self.settings)
-        self.remember(key, body, len(body))
-        return body
+        if body is not None:
+            return body
+        encoder = encoders.get(plan.encoding)
+        pixels = self.region(source, plan)
+        pixels = resize(pixels, plan.out_width, plan.out_height, self.settings.interpolation)
+        pixels = self._process(pixels, plan, encoder.alpha)
+        return encoder.encode(pixels, plan.quality, self.settings)
 
     @staticmethod
     def _process(pixels: np.ndarray, plan: ImagePlan, alpha: bool) -> np.ndarray:
@@ -88,7 +77,7 @@ class Pipeline:
         if fresh.base is not None and fresh.base.nbytes > fresh.nbytes:
             # A cropped edge tile: keep only the pixels, not the padded buffer behind them.
             fresh = fresh.copy()
-        self.remember(key, fresh, fresh.nbytes)
+        self.cache.put(key, fresh, fresh.nbytes)
         return fresh
 
     def region(self, source: ImageSource, plan: ImagePlan) -> np.ndarray:
@@ -115,7 +104,3 @@ class Pipeline:
                 out[ay - y0 : by - y0, ax - x0 : bx - x0] = tile[ay - ty : by - ty, ax - tx : bx - tx]
         assert out is not None
         return out
-
-    def remember(self, key: tuple[object, ...], value: object, size: int) -> None:
-        if size <= self._max_entry:
-            self.cache.put(key, value, size)

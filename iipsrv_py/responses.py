@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 
-from .model import SourceIdentity
+from .cache.responses import CachedResponse
 
 PLAIN_TEXT = "text/plain; charset=utf-8"
 
@@ -19,17 +18,12 @@ class Response:
     content_type: str = PLAIN_TEXT
     headers: list[tuple[str, str]] = field(default_factory=list)
     last_modified: float | None = None  # source mtime, seconds since the epoch
-    etag: str | None = None
+    # The one cache key (cache/keys.py): the ETag, and where the response is kept for reuse.
+    key: str | None = None
     # None: CACHE_CONTROL from the settings (successful responses) or no-cache (errors).
     cache_control: str | None = None
-
-
-def etag_for(identity: SourceIdentity, canonical_request: str, fingerprint: str) -> str:
-    """A strong ETag: the source's identity, the canonical request and the settings."""
-    text = f"{identity.token}\0{canonical_request}\0{fingerprint}"
-    # surrogatepass: a canonical request can keep client text verbatim (an ignored JTLS), and
-    # input read with surrogateescape may hold any lone surrogate.
-    return '"' + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest() + '"'
+    # A response found in the cache under ``key``: sent exactly as it was stored.
+    cached: CachedResponse | None = None
 
 
 def http_date(seconds: float) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 PROTOCOLS = ("IIP", "IIIF", "DeepZoom", "Zoomify")
 
@@ -75,6 +77,11 @@ class Settings:
         for name in ("verbosity", "logfile", "workers", "http_bind", "memcached_servers"):
             fields.pop(name)
         return hashlib.blake2b(repr(sorted(fields.items())).encode(), digest_size=6).hexdigest()
+
+    @functools.cached_property
+    def iiif_extra(self) -> dict[str, Any]:
+        """IIIF_EXTRA_INFO as the object merged into every info.json (validated at start-up)."""
+        return json.loads(self.iiif_extra_info) if self.iiif_extra_info else {}
 
     @property
     def worker_count(self) -> int:
@@ -159,6 +166,21 @@ def _deepzoom_format(text: str) -> str:
     return "jpg" if value == "jpeg" else value
 
 
+def _json_object(name: str, text: str) -> str:
+    """A JSON object, or its members without the braces, as normalised JSON text ("" if unset)."""
+    text = text.strip()
+    if not text:
+        return ""
+    for candidate in (text, "{" + text + "}"):
+        try:
+            value = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    raise SettingsError(f"{name}={text[:80]!r} is not a JSON object (nor its members without the braces)")
+
+
 def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
     r = _Reader(env)
     max_cvt = r.integer("MAX_CVT", 5000, -1, 1_000_000)
@@ -199,7 +221,7 @@ def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         codec_passthrough=r.flag("CODEC_PASSTHROUGH", True),
         iiif_version=r.integer("IIIF_VERSION", 3, 2, 3),
         iiif_delimiter=r.string("IIIF_DELIMITER", ""),
-        iiif_extra_info=r.string("IIIF_EXTRA_INFO", ""),
+        iiif_extra_info=_json_object("IIIF_EXTRA_INFO", r.string("IIIF_EXTRA_INFO", "")),
         iiif_extensions=r.flag("IIIF_EXTENSIONS", False),
         copyright=r.string("COPYRIGHT", ""),
         workers=r.integer("WORKERS", 0, 0, 1024),

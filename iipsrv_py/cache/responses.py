@@ -1,11 +1,13 @@
-"""Whole responses of this worker, reused for an identical request while the image is unchanged.
+"""Whole responses in the worker cache, under the one key, and a shortcut to them from request text.
 
-A warm tile otherwise still costs a parse, a plan, a cache lookup and header formatting on
-every request.  Here the request itself is the key (path, query, and the headers a response
-can depend on: Host, Accept, HTTPS, X-IIIF-ID), and a hit is revalidated exactly as a normal
-request revalidates its image — the identifier is resolved again inside the root and the file
-stat'ed — so a replaced file or a retargeted link is never answered from here.  Conditional
-requests and anything but GET/HEAD take the normal path.
+A response is stored under its key (``keys.cache_key``): any request that plans to the same
+bytes with the same headers finds it there after parsing and planning.  A warm tile would
+still pay for that parse and plan, so the exact request text (path, query, and the request
+headers a response can depend on: Host, Accept, HTTPS, X-IIIF-ID) also maps to the key it
+produced last time, with the identities of the images it used.  A hit through that shortcut is
+revalidated exactly as a fresh request revalidates its image — each identifier resolved again
+inside the root and the file stat'ed — so a replaced file or a retargeted link is never answered
+from here.  Conditional requests and anything but GET/HEAD take the normal path.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import SourceIdentity
+from .store import WorkerCache
 
 # Request headers a response may depend on (besides the path and query).
 _VARYING = ("HTTP_HOST", "HTTP_ACCEPT", "HTTPS", "HTTP_X_IIIF_ID")
 _CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
+_ENTRY_OVERHEAD = 256  # bytes of Python objects around an entry, roughly
 
 
 @dataclass(frozen=True)
@@ -25,23 +29,47 @@ class CachedResponse:
     status: str
     headers: list[tuple[str, str]]
     body: bytes
-    sources: tuple[tuple[str, SourceIdentity], ...]  # (identifier, identity) of each image used
 
     @property
     def size(self) -> int:
         return len(self.body) + 64 * (len(self.headers) + 4)
 
 
-def request_key(environ: dict[str, Any]) -> tuple[str, ...] | None:
-    """The cache key of a request, or None when it must take the normal path."""
+@dataclass(frozen=True)
+class Shortcut:
+    key: str
+    sources: tuple[tuple[str, SourceIdentity], ...]  # (identifier, identity) of each image used
+
+
+def request_text(environ: dict[str, Any]) -> tuple[str, ...] | None:
+    """What identifies a request for the shortcut, or None when it must take the normal path."""
     if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
         return None
     if any(name in environ for name in _CONDITIONAL):
         return None
     return (
-        "resp",
+        "alias",
         environ.get("REQUEST_URI", ""),
         environ.get("PATH_INFO", ""),
         environ.get("QUERY_STRING", ""),
         *(environ.get(name, "") for name in _VARYING),
     )
+
+
+class ResponseCache:
+    def __init__(self, store: WorkerCache) -> None:
+        self.store = store
+
+    def get(self, key: str) -> CachedResponse | None:
+        entry = self.store.get(("resp", key))
+        return entry if isinstance(entry, CachedResponse) else None
+
+    def put(self, key: str, response: CachedResponse) -> None:
+        self.store.put(("resp", key), response, response.size)
+
+    def shortcut(self, text: tuple[str, ...]) -> Shortcut | None:
+        entry = self.store.get(text)
+        return entry if isinstance(entry, Shortcut) else None
+
+    def remember_shortcut(self, text: tuple[str, ...], shortcut: Shortcut) -> None:
+        self.store.put(text, shortcut, sum(map(len, text)) + _ENTRY_OVERHEAD)

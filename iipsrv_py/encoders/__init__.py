@@ -23,13 +23,14 @@ class Encoder:
     extension: str
     encode: Callable[[np.ndarray, Quality, Settings], bytes]
     alpha: bool = True  # can carry transparency (rotation corners are transparent then)
+    max_side: int = (1 << 31) - 1  # the format's largest width or height
 
 
 ENCODERS: dict[str, Encoder] = {
-    "jpeg": Encoder("jpeg", "image/jpeg", "jpg", jpeg.encode, alpha=False),
+    "jpeg": Encoder("jpeg", "image/jpeg", "jpg", jpeg.encode, alpha=False, max_side=65535),
     "png": Encoder("png", "image/png", "png", png.encode),
-    "webp": Encoder("webp", "image/webp", "webp", webp.encode),
-    "avif": Encoder("avif", "image/avif", "avif", avif.encode),
+    "webp": Encoder("webp", "image/webp", "webp", webp.encode, max_side=16383),
+    "avif": Encoder("avif", "image/avif", "avif", avif.encode, max_side=65536),
     "tiff": Encoder("tiff", "image/tiff", "tif", tiff.encode),
 }
 

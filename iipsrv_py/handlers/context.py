@@ -1,16 +1,20 @@
-"""What a handler needs to answer one request, and the image response every protocol shares."""
+"""What a handler needs to answer one request, and the one way every answer about an image is made:
+key it, answer a conditional request or a cached copy when there is one, else build it."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from .. import encoders
+from ..cache.keys import cache_key
+from ..cache.responses import ResponseCache
 from ..catalog import Catalog
 from ..pipeline import Pipeline
 from ..planning import ImagePlan
-from ..responses import Response, etag_for, not_modified
+from ..responses import Response, not_modified
 from ..settings import Settings
 from ..sources.base import ImageSource
 
@@ -24,6 +28,8 @@ class ClientRequest:
     path: str = "/"  # request path as sent (percent-encoded), without the query
     accept: str = ""
     iiif_id: str = ""  # X-IIIF-ID header
+    # The URL the protocol's own paths follow (a URI_MAP prefix, or "<path>?IIIF="), for ids.
+    route_base: str = ""
 
     @property
     def root(self) -> str:
@@ -35,34 +41,55 @@ class RequestContext:
     settings: Settings
     catalog: Catalog
     pipeline: Pipeline
+    responses: ResponseCache
     method: str = "GET"
     if_none_match: str | None = None
     if_modified_since: str | None = None
     client: ClientRequest = field(default_factory=ClientRequest)
 
-    def validated(self, source: ImageSource, canonical: str) -> tuple[str, Response | None]:
-        """The ETag for this rendering, and a 304 when the client already has it.
+    def respond(self, source: ImageSource, canonical: str, build: Callable[[], Response]) -> Response:
+        """The answer named by ``canonical`` about ``source``: a 304 when the client has it, the
+        cached response when this worker has it, else ``build()``'s, keyed for reuse.
 
-        Checked before any pixel is decoded, so a revalidation costs one stat and a hash.
+        Checked before anything is decoded, so a revalidation or a cache hit costs a hash.
         """
-        etag = etag_for(source.identity, canonical, self.settings.fingerprint)
+        key = cache_key(source.identity, canonical, self.settings.fingerprint)
         mtime = source.identity.mtime
-        if not_modified(self.if_none_match, self.if_modified_since, etag, mtime):
-            return etag, Response(304, etag=etag, last_modified=mtime)
-        return etag, None
-
-    def image_response(self, source: ImageSource, plan: ImagePlan, filename: bool = False) -> Response:
-        etag, early = self.validated(source, plan.canonical)
-        if early is not None:
-            return early
-        body = self.pipeline.render(source, plan)
-        encoder = encoders.get(plan.encoding)
-        response = Response(200, body, encoder.mime, etag=etag, last_modified=source.identity.mtime)
-        if filename:
-            name = f"{os.path.splitext(source.name)[0]}_{plan.out_width}x{plan.out_height}.{encoder.extension}"
-            kind = "attachment" if self.method == "POST" else "inline"
-            response.headers.append(("Content-Disposition", content_disposition(kind, name)))
+        if not_modified(self.if_none_match, self.if_modified_since, f'"{key}"', mtime):
+            return Response(304, key=key, last_modified=mtime)
+        if self.method != "POST":
+            cached = self.responses.get(key)
+            if cached is not None:
+                return Response(200, cached.body, key=key, last_modified=mtime, cached=cached)
+        response = build()
+        response.key = key
+        response.last_modified = mtime
         return response
+
+    def image_response(
+        self,
+        source: ImageSource,
+        plan: ImagePlan,
+        variant: str = "",
+        headers: list[tuple[str, str]] | None = None,
+        filename: bool = False,
+    ) -> Response:
+        """The rendering of ``plan``.  ``variant`` names whatever besides the plan the response
+        depends on (the IIIF canonical URL in a Link header), ``headers`` are such headers."""
+        kind = "attachment" if self.method == "POST" else "inline"
+
+        def build() -> Response:
+            encoder = encoders.get(plan.encoding)
+            response = Response(200, self.pipeline.render(source, plan), encoder.mime)
+            if headers:
+                response.headers.extend(headers)
+            if filename:
+                stem = os.path.splitext(source.name)[0]
+                name = f"{stem}_{plan.out_width}x{plan.out_height}.{encoder.extension}"
+                response.headers.append(("Content-Disposition", content_disposition(kind, name)))
+            return response
+
+        return self.respond(source, f"{plan.canonical}|{variant}|{kind if filename else ''}", build)
 
 
 def content_disposition(kind: str, filename: str) -> str:

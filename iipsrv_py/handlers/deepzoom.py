@@ -2,21 +2,21 @@
 
 DeepZoom level L of an image W x H is ceil(W / 2^(maxL - L)) x ceil(H / 2^(maxL - L)) with
 maxL = ceil(log2(max(W, H))), as DeepZoom clients and OpenSlide's DeepZoomGenerator compute
-it.  Tile (x, y) covers [x*T - O, (x+1)*T + O) of its level, the overlap O only on sides that
-have a neighbour, clipped at the level's edge.
+it.  Tiles are the file's tile width, with DEEPZOOM_OVERLAP pixels towards each neighbour; the
+planner cuts them (GridTile) and reads each from the nearest stored level.
 """
 
 from __future__ import annotations
 
 import math
 
+from .. import planning
 from ..errors import NotFound
 from ..model import ImageInfo
-from ..planning import plan
+from ..planning import GridTile, ViewRequest
 from ..protocols import deepzoom
 from ..responses import Response
 from .context import RequestContext
-from .levels import tile_view
 
 
 def max_level(info: ImageInfo) -> int:
@@ -38,29 +38,28 @@ def handle(path: str, ctx: RequestContext) -> Response:
     info = source.info
     size, overlap = tile_size(info), ctx.settings.deepzoom_overlap
     if isinstance(request, deepzoom.DziRequest):
-        etag, early = ctx.validated(source, f"dzi/{size}/{overlap}/{ctx.settings.deepzoom_format}")
-        if early is not None:
-            return early
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" TileSize="{size}" Overlap="{overlap}" '
-            f'Format="{ctx.settings.deepzoom_format}"><Size Width="{info.width}" Height="{info.height}"/></Image>\n'
-        )
-        return Response(200, body.encode(), "application/xml", etag=etag, last_modified=source.identity.mtime)
+
+        def build() -> Response:
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" TileSize="{size}" '
+                f'Overlap="{overlap}" Format="{ctx.settings.deepzoom_format}">'
+                f'<Size Width="{info.width}" Height="{info.height}"/></Image>\n'
+            )
+            return Response(200, body.encode(), "application/xml")
+
+        return ctx.respond(source, f"dzi/{size}/{overlap}/{ctx.settings.deepzoom_format}", build)
+    view = tile_request(info, request.level, request.x, request.y, overlap, request.encoding)
+    return ctx.image_response(source, planning.plan(view, info, ctx.settings))
+
+
+def tile_request(info: ImageInfo, level: int, x: int, y: int, overlap: int, encoding: str) -> ViewRequest:
+    """Tile (x, y) of DeepZoom level ``level`` in the planner's terms; 404 past the top level."""
     top = max_level(info)
-    if request.level > top:
-        raise NotFound("tile out of range", f"DeepZoom level {request.level} > {top}")
-    lw, lh = level_size(info, request.level)
-    cols, rows = math.ceil(lw / size), math.ceil(lh / size)
-    x, y = request.x, request.y
-    if x >= cols or y >= rows:
-        raise NotFound("tile out of range", f"DeepZoom tile {x},{y} of {cols}x{rows} at level {request.level}")
-    rect = (
-        x * size - (overlap if x > 0 else 0),
-        y * size - (overlap if y > 0 else 0),
-        min((x + 1) * size + overlap, lw),
-        min((y + 1) * size + overlap, lh),
+    if level > top:
+        raise NotFound("tile out of range", f"DeepZoom level {level} > {top}")
+    factor = float(2 ** (top - level))
+    size = tile_size(info)
+    return ViewRequest(
+        GridTile(level_size(info, level), (factor, factor), (size, size), x, y, overlap), encoding=encoding
     )
-    factor = float(2 ** (top - request.level))
-    view = tile_view(info, rect, (factor, factor), request.encoding)
-    return ctx.image_response(source, plan(view, info, ctx.settings))

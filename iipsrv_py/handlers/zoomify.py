@@ -2,20 +2,21 @@
 
 Zoomify levels halve (rounding down) from the full size until the image fits in one tile;
 level 0 is that smallest one.  This is how Zoomify's own converter and OpenSeadragon's
-Zoomify tile source count them.
+Zoomify tile source count them.  The planner cuts the tiles (GridTile) and reads each from the
+nearest stored level.
 """
 
 from __future__ import annotations
 
 import math
 
+from .. import planning
 from ..errors import NotFound
 from ..model import ImageInfo
-from ..planning import plan
+from ..planning import GridTile, ViewRequest
 from ..protocols import zoomify
 from ..responses import Response
 from .context import RequestContext
-from .levels import tile_view
 
 
 def level_sizes(info: ImageInfo, tile: int) -> list[tuple[int, int]]:
@@ -39,20 +40,24 @@ def handle(path: str, ctx: RequestContext) -> Response:
     tile = info.levels[0].tile_width
     sizes = level_sizes(info, tile)
     if isinstance(request, zoomify.PropertiesRequest):
-        etag, early = ctx.validated(source, "zoomify-properties")
-        if early is not None:
-            return early
-        body = (
-            f'<IMAGE_PROPERTIES WIDTH="{info.width}" HEIGHT="{info.height}" NUMTILES="{tile_count(sizes, tile)}" '
-            f'NUMIMAGES="1" VERSION="1.8" TILESIZE="{tile}"/>'
-        )
-        return Response(200, body.encode(), "application/xml", etag=etag, last_modified=source.identity.mtime)
-    if request.level >= len(sizes):
-        raise NotFound("tile out of range", f"Zoomify level {request.level} of {len(sizes)}")
-    lw, lh = sizes[request.level]
-    x, y = request.x, request.y
-    if x >= math.ceil(lw / tile) or y >= math.ceil(lh / tile):
-        raise NotFound("tile out of range", f"Zoomify tile {x},{y} at level {request.level}")
-    rect = (x * tile, y * tile, min((x + 1) * tile, lw), min((y + 1) * tile, lh))
-    view = tile_view(info, rect, (info.width / lw, info.height / lh), request.encoding)
-    return ctx.image_response(source, plan(view, info, ctx.settings))
+
+        def build() -> Response:
+            body = (
+                f'<IMAGE_PROPERTIES WIDTH="{info.width}" HEIGHT="{info.height}" '
+                f'NUMTILES="{tile_count(sizes, tile)}" NUMIMAGES="1" VERSION="1.8" TILESIZE="{tile}"/>'
+            )
+            return Response(200, body.encode(), "application/xml")
+
+        return ctx.respond(source, "zoomify-properties", build)
+    view = tile_request(info, request.level, request.x, request.y, request.encoding)
+    return ctx.image_response(source, planning.plan(view, info, ctx.settings))
+
+
+def tile_request(info: ImageInfo, level: int, x: int, y: int, encoding: str) -> ViewRequest:
+    """Tile (x, y) of Zoomify level ``level`` in the planner's terms; 404 past the top level."""
+    tile = info.levels[0].tile_width
+    sizes = level_sizes(info, tile)
+    if level >= len(sizes):
+        raise NotFound("tile out of range", f"Zoomify level {level} of {len(sizes)}")
+    lw, lh = sizes[level]
+    return ViewRequest(GridTile((lw, lh), (info.width / lw, info.height / lh), (tile, tile), x, y), encoding=encoding)

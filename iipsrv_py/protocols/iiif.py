@@ -6,8 +6,9 @@ the client sent it (percent-encoded); the identifier is the part before the last
 segments (or before ``/info.json``) and is percent-decoded only after that split, so an
 identifier may hold ``/`` (sent as ``%2F`` or even literally).
 
-Syntax errors raise BadRequest (400); whether a region lies inside the image is decided by the
-handler, which knows the image.
+Regions and sizes come out as the planner's neutral ``Region`` and ``Size``.  Syntax errors
+raise BadRequest (400); whether a region lies inside the image, and whether a size is within
+the server's limits, is decided by the planner, which knows the image.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import quote, unquote
 
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
+from ..planning import Region, Size
 
 # Output formats served, by IIIF extension.
 FORMATS = {"jpg": "jpeg", "png": "png", "webp": "webp", "avif": "avif", "tif": "tiff"}
@@ -33,45 +35,26 @@ _PIXELS = re.compile(rf"({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})")
 _SIZE_WH = re.compile(r"([0-9]*),([0-9]*)")
 
 
-@dataclass(frozen=True)
-class Region:
-    kind: str  # "full" | "square" | "pixels" | "percent"
-    x: float = 0.0
-    y: float = 0.0
-    w: float = 0.0
-    h: float = 0.0
-
-    @property
-    def canonical(self) -> str:
-        if self.kind in ("full", "square"):
-            return self.kind
-        values = ",".join(_decimal(v) for v in (self.x, self.y, self.w, self.h))
-        return f"pct:{values}" if self.kind == "percent" else values
+def region_text(region: Region) -> str:
+    """A region in IIIF syntax."""
+    if region.kind in ("full", "square"):
+        return region.kind
+    values = ",".join(_decimal(v) for v in (region.x, region.y, region.w, region.h))
+    return f"pct:{values}" if region.kind == "percent" else values
 
 
-@dataclass(frozen=True)
-class Size:
-    """``kind``: "max" (v3 max, v2 full or max), "width" (w,), "height" (,h), "percent",
-    "exact" (w,h) or "fit" (!w,h); ``upscale`` is the v3 ``^`` prefix."""
-
-    kind: str
-    width: int = 0
-    height: int = 0
-    percent: float = 0.0
-    upscale: bool = False
-
-    @property
-    def canonical(self) -> str:
-        prefix = "^" if self.upscale else ""
-        body = {
-            "max": "max",
-            "width": f"{self.width},",
-            "height": f",{self.height}",
-            "percent": f"pct:{_decimal(self.percent)}",
-            "exact": f"{self.width},{self.height}",
-            "fit": f"!{self.width},{self.height}",
-        }[self.kind]
-        return prefix + body
+def size_text(size: Size, version: int) -> str:
+    """A size in IIIF syntax; in 3.0 ``^`` where upscaling is left to the server."""
+    prefix = "^" if version >= 3 and size.upscale is None else ""
+    body = {
+        "max": "max",
+        "width": f"{size.width},",
+        "height": f",{size.height}",
+        "percent": f"pct:{_decimal(size.percent)}",
+        "exact": f"{size.width},{size.height}",
+        "fit": f"!{size.width},{size.height}",
+    }[size.kind]
+    return prefix + body
 
 
 @dataclass(frozen=True)
@@ -79,11 +62,12 @@ class ImageRequest:
     identifier: str  # decoded
     raw_identifier: str  # as sent, for building URLs
     region: Region
-    size: Size
+    size: Size  # strict: past a limit IIIF refuses; 3.0 without "^" never upscales
     rotation: float
     mirror: bool
     quality: str
     format: str  # IIIF extension: jpg, png, ...
+    version: int = 3
 
     @property
     def rotation_text(self) -> str:
@@ -91,7 +75,8 @@ class ImageRequest:
 
     @property
     def canonical(self) -> str:
-        return f"{self.region.canonical}/{self.size.canonical}/{self.rotation_text}/{self.quality}.{self.format}"
+        size = size_text(self.size, self.version)
+        return f"{region_text(self.region)}/{size}/{self.rotation_text}/{self.quality}.{self.format}"
 
 
 @dataclass(frozen=True)
@@ -154,16 +139,20 @@ def parse_region(text: str) -> Region:
 
 
 def parse_size(text: str, version: int) -> Size:
+    """A size as the planner takes it: IIIF refuses what exceeds the server's limits
+    (``strict``), and in 3.0 a size may exceed the region only with the ``^`` prefix (then,
+    as in 2.1, ALLOW_UPSCALING decides: ``upscale`` None)."""
     upscale = text.startswith("^")
     body = text[1:] if upscale else text
     if upscale and version < 3:
         raise _bad("size", text)  # "^" is new in 3.0
+    allowed: bool | None = None if upscale or version < 3 else False
     if body == "max":
-        return Size("max", upscale=upscale)
+        return Size("max", upscale=allowed, strict=True)
     if body == "full":
         if version >= 3:
             raise _bad("size", text)  # 3.0 replaced full by max
-        return Size("max")
+        return Size("max", strict=True)
     if body.startswith("pct:"):
         try:
             percent = _finite(body[4:])
@@ -171,7 +160,7 @@ def parse_size(text: str, version: int) -> Size:
             raise _bad("size", text) from None
         if percent <= 0 or (version >= 3 and not upscale and percent > 100):
             raise _bad("size", text)
-        return Size("percent", percent=percent, upscale=upscale)
+        return Size("percent", percent=percent, upscale=allowed, strict=True)
     fit = body.startswith("!")
     match = _SIZE_WH.fullmatch(body[1:] if fit else body)
     if not match:
@@ -186,10 +175,12 @@ def parse_size(text: str, version: int) -> Size:
     if fit:
         if not (w_text and h_text):
             raise _bad("size", text)
-        return Size("fit", width, height, upscale=upscale)
+        return Size("fit", width, height, upscale=allowed, strict=True)
     if w_text and h_text:
-        return Size("exact", width, height, upscale=upscale)
-    return Size("width", width=width, upscale=upscale) if w_text else Size("height", height=height, upscale=upscale)
+        return Size("exact", width, height, upscale=allowed, strict=True)
+    if w_text:
+        return Size("width", width=width, upscale=allowed, strict=True)
+    return Size("height", height=height, upscale=allowed, strict=True)
 
 
 def parse_rotation(text: str) -> tuple[float, bool]:
@@ -218,7 +209,8 @@ def parse_quality_format(text: str, version: int, extensions: bool) -> tuple[str
 def _identifier(raw: str) -> tuple[str, str]:
     raw = raw.strip("/")
     if not raw:
-        raise BadRequest("missing IIIF identifier")
+        # Nothing under the IIIF prefix: no IIIF route has that shape.
+        raise NotFound("no such IIIF resource: expected <identifier>/info.json or an image request")
     # Re-quote what a client left unescaped, so the raw form is always safe inside a URL
     # (lone surrogates, which only the debug mode's stdin can carry, included).
     safe_raw = quote(raw, safe="/%:@!$&'()*+,;=-._~", errors="surrogatepass")
@@ -239,6 +231,6 @@ def parse(path: str, version: int, extensions: bool = False) -> IIIFRequest:
         size = parse_size(size_text, version)
         rotation, mirror = parse_rotation(rotation_text)
         quality, fmt = parse_quality_format(last, version, extensions)
-        return ImageRequest(identifier, raw, region, size, rotation, mirror, quality, fmt)
+        return ImageRequest(identifier, raw, region, size, rotation, mirror, quality, fmt, version)
     identifier, raw = _identifier(path)
     return BaseRequest(identifier, raw)

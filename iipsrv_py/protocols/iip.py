@@ -1,11 +1,14 @@
-"""The IIP request parser: query text in, a frozen IIPRequest out.  Pure: no I/O, no settings.
+"""The IIP request parser: query text in, a frozen IIPRequest of typed commands out.  Pure.
 
-``FIF=a.tif&WID=500&CVT=jpeg`` -> IIPRequest(commands=(Command('FIF', 'a.tif'), ...)).
+``FIF=a.tif&WID=500&CVT=jpeg`` -> IIPRequest((Fif('a.tif'), Wid(500), Cvt('jpeg'))).
 
 Rules (SPEC section 2): split on ``&``, skip empty tokens, split each at the first ``=``;
 pairs with an empty name or value are ignored.  Names are case-insensitive.  Only FIF, IIIF,
 CTW and CNV arguments are URL-decoded.  An unknown command is IIP error ``2 2``; an argument
 that cannot be read is ``2 1`` (malformed), never a crash.
+
+Each command is a small frozen dataclass holding its typed argument; ``canonical`` is the text
+of the command that parses back to the same command.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 from urllib.parse import quote, unquote_plus
 
 from ..errors import IIPError, malformed, unsupported_command
@@ -29,22 +32,193 @@ CVT_FORMATS = {
     "tiff": "tiff",
     "tif": "tiff",
 }
-# Commands that carry a whole request of another protocol.
-PROTOCOL_COMMANDS = ("IIIF", "DEEPZOOM", "ZOOMIFY")
+# Commands that carry a whole request of another protocol, and the protocol's name.
+PROTOCOL_COMMANDS = {"IIIF": "IIIF", "DEEPZOOM": "DeepZoom", "ZOOMIFY": "Zoomify"}
 # Tile commands -> encodings.
 TILE_COMMANDS = {"JTL": "jpeg", "PTL": "png", "WTL": "webp", "ATL": "avif", "TTL": "tiff"}
 TIFF_CODECS = ("lzw", "deflate", "jpeg", "webp", "zstd", "none")
 
 
-@dataclass(frozen=True)
 class Command:
-    name: str  # upper case
-    value: Any  # typed argument: see the parser of each command below
-    text: str  # canonical argument text
+    """One command of an IIP request."""
+
+    NAME: ClassVar[str] = ""
+
+    @property
+    def name(self) -> str:
+        return self.NAME
+
+    @property
+    def text(self) -> str:
+        """The argument as it parses back to the same command."""
+        raise NotImplementedError
 
     @property
     def canonical(self) -> str:
         return f"{self.name}={self.text}"
+
+
+@dataclass(frozen=True)
+class Fif(Command):
+    NAME: ClassVar[str] = "FIF"
+    path: str  # URL-decoded
+
+    @property
+    def text(self) -> str:
+        # URL-encoded again, so that it parses back to the same path even when the path
+        # holds "&", "=", "+" or "%".
+        return quote(self.path, safe="/")
+
+
+@dataclass(frozen=True)
+class Obj(Command):
+    NAME: ClassVar[str] = "OBJ"
+    object: str  # lower case, blanks stripped
+    raw: str  # lower case as sent: "OBJ= " names an (unsupported) empty object
+
+    @property
+    def text(self) -> str:
+        return self.raw
+
+
+@dataclass(frozen=True)
+class Wid(Command):
+    NAME: ClassVar[str] = "WID"
+    value: int
+
+    @property
+    def text(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class Hei(Command):
+    NAME: ClassVar[str] = "HEI"
+    value: int
+
+    @property
+    def text(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class Lyr(Command):
+    """JPEG 2000 quality layers to decode (0: all)."""
+
+    NAME: ClassVar[str] = "LYR"
+    value: int
+
+    @property
+    def text(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class Rgn(Command):
+    NAME: ClassVar[str] = "RGN"
+    # (x, y, w, h) fractions of the full image clamped to [0, 1]; None when iipsrv would
+    # ignore the region (not four values, or w or h not positive).
+    region: tuple[float, float, float, float] | None
+    raw: str
+
+    @property
+    def text(self) -> str:
+        return self.raw if self.region is None else ",".join(repr(v) for v in self.region)
+
+
+@dataclass(frozen=True)
+class Qlt(Command):
+    NAME: ClassVar[str] = "QLT"
+    quality: Quality
+
+    @property
+    def text(self) -> str:
+        q = self.quality
+        level = "" if q.level is None else str(q.level)
+        return f"{q.compression}:{level}" if q.compression else level
+
+
+@dataclass(frozen=True)
+class Cvt(Command):
+    NAME: ClassVar[str] = "CVT"
+    encoding: str
+
+    @property
+    def text(self) -> str:
+        return self.encoding
+
+
+@dataclass(frozen=True)
+class Tile(Command):
+    """JTL, PTL, WTL, ATL, TTL ``res,tile`` (and a complete JTLS): one stored tile."""
+
+    command: str  # JTL, PTL, ... or JTLS
+    resolution: int
+    index: int
+    angles: tuple[int, int] | None = None  # JTLS's x and y, which select nothing here
+
+    @property
+    def name(self) -> str:
+        return self.command
+
+    @property
+    def encoding(self) -> str:
+        return TILE_COMMANDS.get(self.command, "jpeg")
+
+    @property
+    def text(self) -> str:
+        if self.angles is not None:
+            return f"{self.angles[0]},{self.resolution},{self.index},{self.angles[1]}"
+        return f"{self.resolution},{self.index}"
+
+
+@dataclass(frozen=True)
+class Ignored(Command):
+    """A command iipsrv reads and then ignores (JTLS without its four values)."""
+
+    command: str
+    raw: str
+
+    @property
+    def name(self) -> str:
+        return self.command
+
+    @property
+    def text(self) -> str:
+        return self.raw
+
+
+@dataclass(frozen=True)
+class Sds(Command):
+    """Stack page (x) or image-sequence angles (x, y)."""
+
+    NAME: ClassVar[str] = "SDS"
+    horizontal: int
+    vertical: int = 0
+
+    @property
+    def text(self) -> str:
+        return f"{self.horizontal},{self.vertical}"
+
+
+@dataclass(frozen=True)
+class ProtocolCommand(Command):
+    """IIIF=, DeepZoom=, Zoomify=: a whole request of another protocol."""
+
+    command: str  # IIIF, DEEPZOOM, ZOOMIFY
+    path: str  # still percent-encoded: the protocol's parser decodes it
+
+    @property
+    def name(self) -> str:
+        return self.command
+
+    @property
+    def protocol(self) -> str:
+        return PROTOCOL_COMMANDS[self.command]
+
+    @property
+    def text(self) -> str:
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -54,6 +228,14 @@ class IIPRequest:
     @property
     def canonical(self) -> str:
         return "&".join(command.canonical for command in self.commands)
+
+    @property
+    def protocol_command(self) -> ProtocolCommand | None:
+        """The first command that hands the whole request to another protocol, if any."""
+        return next((c for c in self.commands if isinstance(c, ProtocolCommand)), None)
+
+
+# -- argument parsers -------------------------------------------------------------------------
 
 
 def _bad(name: str, raw: str) -> IIPError:
@@ -85,23 +267,32 @@ def _integers(name: str, raw: str, count: int) -> tuple[int, ...] | None:
     return tuple(_integer(name, raw, part) for part in parts)
 
 
-def _size(name: str, raw: str) -> tuple[int, str]:
+def _count(name: str, raw: str) -> int:
     value = _integer(name, raw, raw)
     if value < 0:
         raise _bad(name, raw)
-    return value, str(value)
+    return value
 
 
-def _region(name: str, raw: str) -> tuple[tuple[float, float, float, float] | None, str]:
-    parts = raw.split(",")
-    values = [_number(name, raw, part) for part in parts]
+def _fif(name: str, raw: str) -> Command:
+    # Lone surrogates (undecodable bytes read with surrogateescape, e.g. on the --debug stdin)
+    # become U+FFFD, as undecodable %xx escapes already do, so the path can be re-encoded.
+    return Fif(unquote_plus(raw).encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+
+
+def _obj(name: str, raw: str) -> Command:
+    return Obj(raw.strip().lower(), raw.lower())
+
+
+def _rgn(name: str, raw: str) -> Command:
+    values = [_number(name, raw, part) for part in raw.split(",")]
     if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        return None, raw  # iipsrv ignores such a region
+        return Rgn(None, raw)  # iipsrv ignores such a region
     x, y, w, h = (min(max(v, 0.0), 1.0) for v in values)
-    return (x, y, w, h), ",".join(repr(v) for v in (x, y, w, h))
+    return Rgn((x, y, w, h), raw)
 
 
-def _quality(name: str, raw: str) -> tuple[Quality, str]:
+def _qlt(name: str, raw: str) -> Command:
     comp, sep, level_text = raw.partition(":")
     if not sep:
         if raw.strip().lower() in TIFF_CODECS:
@@ -114,74 +305,56 @@ def _quality(name: str, raw: str) -> tuple[Quality, str]:
     level = _integer(name, raw, level_text) if level_text.strip() else None
     if comp == "" and level is None:
         raise _bad(name, raw)
-    arg = Quality(level, comp or None)
-    text = f"{comp}:{'' if level is None else level}" if comp else str(level)
-    return arg, text
+    return Qlt(Quality(level, comp or None))
 
 
-def _cvt(name: str, raw: str) -> tuple[str, str]:
-    encoding = CVT_FORMATS.get(raw.strip().lower(), "jpeg")
-    return encoding, encoding
+def _cvt(name: str, raw: str) -> Command:
+    return Cvt(CVT_FORMATS.get(raw.strip().lower(), "jpeg"))
 
 
-def _tile(name: str, raw: str) -> tuple[tuple[int, int], str]:
+def _tile(name: str, raw: str) -> Command:
     values = _integers(name, raw, 2)
     if values is None:
         raise _bad(name, raw)
-    return (values[0], values[1]), f"{values[0]},{values[1]}"
+    return Tile(name, values[0], values[1])
 
 
-def _jtls(name: str, raw: str) -> tuple[tuple[int, ...] | None, str]:
+def _jtls(name: str, raw: str) -> Command:
     values = _integers(name, raw, 4)
-    return values, raw if values is None else ",".join(map(str, values))
+    if values is None:
+        return Ignored(name, raw)
+    x, res, tile, y = values
+    return Tile(name, res, tile, (x, y))
 
 
-def _sds(name: str, raw: str) -> tuple[tuple[int, int], str]:
+def _sds(name: str, raw: str) -> Command:
     parts = raw.split(",")
     if len(parts) > 2:
         raise _bad(name, raw)
     x = _integer(name, raw, parts[0])
     y = _integer(name, raw, parts[1]) if len(parts) == 2 else 0
-    return (x, y), f"{x},{y}"
+    return Sds(x, y)
 
 
-def _path(name: str, raw: str) -> tuple[str, str]:
-    # Lone surrogates (undecodable bytes read with surrogateescape, e.g. on the --debug stdin)
-    # become U+FFFD, as undecodable %xx escapes already do, so the path can be re-encoded.
-    value = unquote_plus(raw).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    # The canonical text is URL-encoded again, so that it parses back to the same path even
-    # when the path holds "&", "=", "+" or "%".
-    return value, quote(value, safe="/")
-
-
-def _protocol_path(name: str, raw: str) -> tuple[str, str]:
+def _protocol(name: str, raw: str) -> Command:
     # IIIF, DeepZoom and Zoomify paths go to their own parsers still percent-encoded: an
     # IIIF identifier may hold an encoded "/" that must not split it.  "+" is a space in a
     # query string, so it is made %20 here, where that is known.
-    value = raw.replace("+", "%20")
-    return value, value
+    return ProtocolCommand(name, raw.replace("+", "%20"))
 
 
-def _object(name: str, raw: str) -> tuple[str, str]:
-    # The text keeps surrounding blanks: "OBJ= " names an (unsupported) empty object, and an
-    # empty canonical value would be dropped when parsed again.
-    return raw.strip().lower(), raw.lower()
-
-
-_PARSERS: dict[str, Callable[[str, str], tuple[object, str]]] = {
-    "FIF": _path,
-    "OBJ": _object,
-    "WID": _size,
-    "HEI": _size,
-    "RGN": _region,
-    "QLT": _quality,
+_PARSERS: dict[str, Callable[[str, str], Command]] = {
+    "FIF": _fif,
+    "OBJ": _obj,
+    "WID": lambda name, raw: Wid(_count(name, raw)),
+    "HEI": lambda name, raw: Hei(_count(name, raw)),
+    "RGN": _rgn,
+    "QLT": _qlt,
     "CVT": _cvt,
     "JTLS": _jtls,
     "SDS": _sds,
-    "LYR": _size,  # JPEG 2000 quality layers to decode, >= 0 (0: all)
-    "IIIF": _protocol_path,
-    "DEEPZOOM": _protocol_path,
-    "ZOOMIFY": _protocol_path,
+    "LYR": lambda name, raw: Lyr(_count(name, raw)),
+    **dict.fromkeys(PROTOCOL_COMMANDS, _protocol),
     **dict.fromkeys(TILE_COMMANDS, _tile),
 }
 
@@ -199,6 +372,5 @@ def parse(query: str) -> IIPRequest:
         parser = _PARSERS.get(upper)
         if parser is None:
             raise unsupported_command(name)
-        value, text = parser(upper, raw)
-        commands.append(Command(upper, value, text))
+        commands.append(parser(upper, raw))
     return IIPRequest(tuple(commands))

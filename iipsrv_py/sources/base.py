@@ -57,6 +57,12 @@ class ImageSource(Protocol):
         """An image stored beside the pyramid (``info.associated``), or NotFound."""
         ...
 
+    def view(self, horizontal: int, vertical: int) -> ImageSource:
+        """The image IIP's ``SDS=h,v`` selects: page ``h`` of a stack, the member at these angles
+        of an image sequence, the image itself otherwise (old clients send ``SDS=0,90`` to every
+        image)."""
+        ...
+
     def with_layers(self, layers: int) -> ImageSource:
         """The image decoding at most ``layers`` quality layers (JPEG 2000's LYR, MAX_LAYERS)
         under an identity of its own, so that caches keep it apart; formats without quality
@@ -65,10 +71,11 @@ class ImageSource(Protocol):
 
 
 class SinglePage:
-    """``page``, ``associated`` and ``with_layers`` for a source that is neither a stack nor has
-    associated images or quality layers."""
+    """``page``, ``associated``, ``view`` and ``with_layers`` for a source that is neither a stack
+    nor has associated images or quality layers (``view`` also serves stacks, through ``page``)."""
 
     name: str
+    info: ImageInfo
 
     def page(self, index: int) -> ImageSource:
         if index != 0:
@@ -77,6 +84,11 @@ class SinglePage:
 
     def associated(self, name: str) -> ImageSource:
         raise NotFound("image not found", f"{self.name}: no associated image {name!r}")
+
+    def view(self, horizontal: int, vertical: int) -> ImageSource:
+        if horizontal and len(self.info.pages) > 1:
+            return self.page(horizontal)
+        return self  # type: ignore[return-value]
 
     def with_layers(self, layers: int) -> ImageSource:
         return self  # type: ignore[return-value]

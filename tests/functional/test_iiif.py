@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from iipsrv_py.settings import SettingsError, from_environ
 from tests import helpers
 from tests.functional import reference as ref
 from tests.functional.reference import (
@@ -282,9 +283,12 @@ def test_iiif_extra_info_is_merged(extra):
     assert doc["width"] == 3000
 
 
-def test_iiif_extra_info_that_is_not_json_is_ignored():
-    app = helpers.make_app(URI_MAP=URI_MAP, IIIF_EXTRA_INFO="not json {")
-    assert info(app, JPEG_TABLES)["width"] == 3000
+def test_iiif_extra_info_that_is_not_json_stops_start_up():
+    # SPEC section 1: a value that cannot be used stops start-up with a message naming it.
+    with pytest.raises(SettingsError, match="IIIF_EXTRA_INFO"):
+        from_environ({"IIIF_EXTRA_INFO": "not json {"})
+    with pytest.raises(SettingsError, match="IIIF_EXTRA_INFO"):
+        from_environ({"IIIF_EXTRA_INFO": "[1, 2]"})
 
 
 # -- IIIF_EXTENSIONS -------------------------------------------------------------------------------

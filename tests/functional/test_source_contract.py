@@ -24,8 +24,9 @@ import pyvips
 import tifffile
 from PIL import Image
 
+from iipsrv_py.cache.store import WorkerCache
 from iipsrv_py.pipeline import Pipeline
-from iipsrv_py.planning import Region, View, plan
+from iipsrv_py.planning import Region, Size, ViewRequest, plan
 from iipsrv_py.settings import Settings
 from iipsrv_py.sources.registry import open_source
 from iipsrv_py.storage.local import LocalStorage
@@ -213,10 +214,10 @@ def test_source_contract(claim: Claim, fixtures: str) -> None:
     # A full-resolution region across tile boundaries, assembled by the pipeline from tiles.
     rw, rh = min(300, info.width), min(300, info.height)
     rx, ry = (info.width - rw) // 3, (info.height - rh) // 3
-    view = View(region=Region("pixels", rx, ry, rw, rh), width=rw, height=rh, encoding="png")
+    view = ViewRequest(Region("pixels", rx, ry, rw, rh), Size("exact", rw, rh), encoding="png")
     region_plan = plan(view, info, SETTINGS)
     assert (region_plan.level, region_plan.w, region_plan.h) == (0, rw, rh)
-    region = Pipeline(SETTINGS).region(source, region_plan)
+    region = Pipeline(SETTINGS, WorkerCache(1 << 24)).region(source, region_plan)
     assert region.shape == (rh, rw, info.channels)
     assert _mad(region, reference[ry : ry + rh, rx : rx + rw]) <= claim.tolerance
 

@@ -18,14 +18,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iipsrv_py.errors import BadRequest
+from iipsrv_py.errors import BadRequest, NotFound
+from iipsrv_py.planning import Region, Size
 from iipsrv_py.protocols.iiif import (
     BaseRequest,
     ImageRequest,
     InfoRequest,
-    Region,
-    Size,
     parse,
+    region_text,
+    size_text,
 )
 from tests import helpers
 
@@ -67,29 +68,32 @@ def test_spec_region_examples(version: int, text: str, expected: Region) -> None
 
 # -- size --------------------------------------------------------------------------------------
 
+# What each size means to the planner: IIIF refuses what it cannot serve (strict); in 3.0 a size
+# without "^" may never exceed the region (upscale False), with it the server decides (None),
+# as it does for every 2.1 size.
 V3_SIZES = [  # 3.0 section 4.2, both columns of the examples table
-    ("max", Size("max")),
-    ("^max", Size("max", upscale=True)),
-    ("150,", Size("width", width=150)),
-    ("^360,", Size("width", width=360, upscale=True)),
-    (",150", Size("height", height=150)),
-    ("^,240", Size("height", height=240, upscale=True)),
-    ("pct:50", Size("percent", percent=50)),
-    ("^pct:120", Size("percent", percent=120, upscale=True)),
-    ("225,100", Size("exact", 225, 100)),
-    ("^360,360", Size("exact", 360, 360, upscale=True)),
-    ("!225,100", Size("fit", 225, 100)),
-    ("^!360,360", Size("fit", 360, 360, upscale=True)),
+    ("max", Size("max", upscale=False, strict=True)),
+    ("^max", Size("max", upscale=None, strict=True)),
+    ("150,", Size("width", width=150, upscale=False, strict=True)),
+    ("^360,", Size("width", width=360, upscale=None, strict=True)),
+    (",150", Size("height", height=150, upscale=False, strict=True)),
+    ("^,240", Size("height", height=240, upscale=None, strict=True)),
+    ("pct:50", Size("percent", percent=50, upscale=False, strict=True)),
+    ("^pct:120", Size("percent", percent=120, upscale=None, strict=True)),
+    ("225,100", Size("exact", 225, 100, upscale=False, strict=True)),
+    ("^360,360", Size("exact", 360, 360, upscale=None, strict=True)),
+    ("!225,100", Size("fit", 225, 100, upscale=False, strict=True)),
+    ("^!360,360", Size("fit", 360, 360, upscale=None, strict=True)),
 ]
 V2_SIZES = [  # 2.1 section 4.2
-    ("full", Size("max")),
-    ("max", Size("max")),
-    ("150,", Size("width", width=150)),
-    (",150", Size("height", height=150)),
-    ("pct:50", Size("percent", percent=50)),
-    ("pct:120", Size("percent", percent=120)),  # 2.1: above 100 is allowed (sizeAboveFull)
-    ("225,100", Size("exact", 225, 100)),
-    ("!225,100", Size("fit", 225, 100)),
+    ("full", Size("max", strict=True)),
+    ("max", Size("max", strict=True)),
+    ("150,", Size("width", width=150, strict=True)),
+    (",150", Size("height", height=150, strict=True)),
+    ("pct:50", Size("percent", percent=50, strict=True)),
+    ("pct:120", Size("percent", percent=120, strict=True)),  # 2.1: above 100 is allowed (sizeAboveFull)
+    ("225,100", Size("exact", 225, 100, strict=True)),
+    ("!225,100", Size("fit", 225, 100, strict=True)),
 ]
 
 
@@ -155,7 +159,7 @@ def test_spec_order_of_implementation_example() -> None:
     """3.0 section 4.6: ``.../125,15,120,140/90,/!345/gray.jpg``."""
     request = image("abcd1234/125,15,120,140/90,/!345/gray.jpg")
     assert request.region == Region("pixels", 125, 15, 120, 140)
-    assert request.size == Size("width", width=90)
+    assert request.size == Size("width", width=90, upscale=False, strict=True)
     assert (request.rotation, request.mirror, request.quality, request.format) == (345, True, "gray", "jpg")
 
 
@@ -187,8 +191,8 @@ def test_spec_uri_encoding_examples(version: int, path: str, identifier: str, pa
     assert request.identifier == identifier
     if params is not None:
         region, size, rotation, quality, fmt = params
-        assert request.region.canonical == region
-        assert request.size.canonical == size
+        assert region_text(request.region) == region
+        assert size_text(request.size, version) == size
         assert (request.rotation, request.quality, request.format) == (rotation, quality, fmt)
 
 
@@ -221,7 +225,7 @@ def test_percent_encoded_parameters_are_decoded() -> None:
     (section 9: "percent-encoding other characters introduces no ambiguity")."""
     request = image("a/pct%3A10,10,80,80/%5E%21360,360/%2190/gray.png")
     assert request.region == Region("percent", 10, 10, 80, 80)
-    assert request.size == Size("fit", 360, 360, upscale=True)
+    assert request.size == Size("fit", 360, 360, upscale=None, strict=True)
     assert (request.rotation, request.mirror) == (90, True)
 
 
@@ -288,11 +292,6 @@ ALWAYS_BAD = [
     "a/full/max/0/default.jpeg",
     "a/full/max/0/default.",
     "a/full/max/0/.jpg",
-    # nothing to identify
-    "info.json",
-    "/info.json",
-    "",
-    "/",
 ]
 
 
@@ -301,6 +300,14 @@ ALWAYS_BAD = [
 def test_invalid_in_both_versions(version: int, path: str) -> None:
     path = path.replace("/max/", "/full/") if version == 2 else path
     rejected(path, version)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("path", ["info.json", "/info.json", "", "/"])
+def test_nothing_to_identify_is_no_route(version: int, path: str) -> None:
+    """A path under the IIIF prefix that names no identifier matches none of IIIF's routes: 404."""
+    with pytest.raises(NotFound):
+        parse(path, version)
 
 
 @pytest.mark.parametrize(
@@ -351,8 +358,8 @@ RESULTS = (ImageRequest, InfoRequest, BaseRequest)
 def _outcome(path: str, version: int, extensions: bool) -> object:
     try:
         return parse(path, version, extensions)
-    except BadRequest as exc:
-        assert exc.status == 400
+    except (BadRequest, NotFound) as exc:
+        assert exc.status in (400, 404)
         return exc
 
 
@@ -435,14 +442,14 @@ def iiif_paths(draw) -> str:
 )
 @settings(max_examples=1000)
 def test_any_text_gives_a_request_or_bad_request(path: str, version: int, extensions: bool) -> None:
-    assert isinstance(_outcome(path, version, extensions), (*RESULTS, BadRequest))
+    assert isinstance(_outcome(path, version, extensions), (*RESULTS, BadRequest, NotFound))
 
 
 @given(path=iiif_paths(), version=st.sampled_from(VERSIONS), extensions=st.booleans())
 @settings(max_examples=2000)
 def test_composed_paths_give_a_request_or_bad_request(path: str, version: int, extensions: bool) -> None:
     outcome = _outcome(path, version, extensions)
-    assert isinstance(outcome, (*RESULTS, BadRequest))
+    assert isinstance(outcome, (*RESULTS, BadRequest, NotFound))
     if isinstance(outcome, ImageRequest):
         # What parsed is within the grammar's ranges.
         assert 0 <= outcome.rotation <= 360
@@ -452,8 +459,9 @@ def test_composed_paths_give_a_request_or_bad_request(path: str, version: int, e
         assert size.kind in ("max", "width", "height", "percent", "exact", "fit")
         assert size.kind not in ("width", "exact", "fit") or size.width > 0
         assert size.kind not in ("height", "exact", "fit") or size.height > 0
-        assert size.kind != "percent" or 0 < size.percent <= (100 if version == 3 and not size.upscale else 1e308)
-        assert not (version == 2 and outcome.size.upscale)
+        assert size.strict
+        assert size.kind != "percent" or 0 < size.percent <= (100 if size.upscale is False else 1e308)
+        assert size.upscale is None or (version == 3 and size.upscale is False)
         # The canonical form names the same request.
         again = parse(f"{outcome.raw_identifier}/{outcome.canonical}", version, extensions)
         assert again == outcome

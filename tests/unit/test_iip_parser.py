@@ -15,12 +15,28 @@ from hypothesis import strategies as st
 
 from iipsrv_py.errors import IIPError
 from iipsrv_py.model import Quality
-from iipsrv_py.protocols.iip import IIPRequest, parse
+from iipsrv_py.protocols.iip import (
+    Command,
+    Cvt,
+    Fif,
+    Hei,
+    Ignored,
+    IIPRequest,
+    Lyr,
+    Obj,
+    ProtocolCommand,
+    Qlt,
+    Rgn,
+    Sds,
+    Tile,
+    Wid,
+    parse,
+)
 from tests import helpers
 
 
-def commands(query: str) -> list[tuple[str, object]]:
-    return [(c.name, c.value) for c in parse(query).commands]
+def commands(query: str) -> list[Command]:
+    return list(parse(query).commands)
 
 
 def error_code(query: str) -> str:
@@ -36,51 +52,72 @@ def error_code(query: str) -> str:
     ("query", "expected"),
     [
         # Names are case-insensitive and come out upper case.
-        ("fif=a.tif&wid=10&Cvt=PNG", [("FIF", "a.tif"), ("WID", 10), ("CVT", "png")]),
-        ("FiF=a.tif&jTl=1,2", [("FIF", "a.tif"), ("JTL", (1, 2))]),
+        ("fif=a.tif&wid=10&Cvt=PNG", [Fif("a.tif"), Wid(10), Cvt("png")]),
+        ("FiF=a.tif&jTl=1,2", [Fif("a.tif"), Tile("JTL", 1, 2)]),
         # Empty tokens are skipped.
-        ("&&FIF=a.tif&&&OBJ=max-size&", [("FIF", "a.tif"), ("OBJ", "max-size")]),
+        ("&&FIF=a.tif&&&OBJ=max-size&", [Fif("a.tif"), Obj("max-size", "max-size")]),
         ("", []),
         ("&", []),
         # Pairs with an empty name or an empty value are ignored, whatever the name.
-        ("=x&FIF=&WID=5", [("WID", 5)]),
-        ("FIF&HEI=7", [("HEI", 7)]),
-        ("BOGUS=&=BOGUS&OBJ=iip-server", [("OBJ", "iip-server")]),
+        ("=x&FIF=&WID=5", [Wid(5)]),
+        ("FIF&HEI=7", [Hei(7)]),
+        ("BOGUS=&=BOGUS&OBJ=iip-server", [Obj("iip-server", "iip-server")]),
         # Split at the first "=" only.
-        ("FIF=a=b.tif", [("FIF", "a=b.tif")]),
+        ("FIF=a=b.tif", [Fif("a=b.tif")]),
         # Only FIF (of these commands) is URL-decoded: + is a space, %xx a byte.
-        ("FIF=a%20b+c%2Fd.tif", [("FIF", "a b c/d.tif")]),
-        ("FIF=%C3%A9t%C3%A9.tif", [("FIF", "été.tif")]),
-        ("OBJ=Max%2Dsize", [("OBJ", "max%2dsize")]),
-        ("OBJ=IIP,1.0&OBJ=Basic-Info", [("OBJ", "iip,1.0"), ("OBJ", "basic-info")]),
+        ("FIF=a%20b+c%2Fd.tif", [Fif("a b c/d.tif")]),
+        ("FIF=%C3%A9t%C3%A9.tif", [Fif("été.tif")]),
+        ("OBJ=Max%2Dsize", [Obj("max%2dsize", "max%2dsize")]),
+        ("OBJ=IIP,1.0&OBJ=Basic-Info", [Obj("iip,1.0", "iip,1.0"), Obj("basic-info", "basic-info")]),
+        ("OBJ= Max-size ", [Obj("max-size", " max-size ")]),
         # Commands keep their order: modifiers apply to what follows them.
-        ("WID=1&FIF=a&HEI=2&WID=3", [("WID", 1), ("FIF", "a"), ("HEI", 2), ("WID", 3)]),
+        ("WID=1&FIF=a&HEI=2&WID=3", [Wid(1), Fif("a"), Hei(2), Wid(3)]),
         # Sizes: integers, iipsrv-style tolerance of a decimal point.
-        ("WID=500.0", [("WID", 500)]),
-        ("HEI= 12 ", [("HEI", 12)]),
+        ("WID=500.0", [Wid(500)]),
+        ("HEI= 12 ", [Hei(12)]),
+        ("LYR=3", [Lyr(3)]),
         # CVT: known names, tif accepted [fix], anything else JPEG [compat].
-        ("CVT=JPG", [("CVT", "jpeg")]),
-        ("CVT=tif", [("CVT", "tiff")]),
-        ("CVT=TIFF", [("CVT", "tiff")]),
-        ("CVT=png", [("CVT", "png")]),
-        ("CVT=webp", [("CVT", "webp")]),
-        ("CVT=avif", [("CVT", "avif")]),
-        ("CVT=bmp", [("CVT", "jpeg")]),
-        ("CVT=jp%65g", [("CVT", "jpeg")]),
+        ("CVT=JPG", [Cvt("jpeg")]),
+        ("CVT=tif", [Cvt("tiff")]),
+        ("CVT=TIFF", [Cvt("tiff")]),
+        ("CVT=png", [Cvt("png")]),
+        ("CVT=webp", [Cvt("webp")]),
+        ("CVT=avif", [Cvt("avif")]),
+        ("CVT=bmp", [Cvt("jpeg")]),
+        ("CVT=jp%65g", [Cvt("jpeg")]),
         # Tiles: res,tile; negative numbers parse (and are 404 later, not a syntax error).
-        ("JTL=3,7", [("JTL", (3, 7))]),
-        ("PTL=0,-1", [("PTL", (0, -1))]),
-        ("TTL=1,2&WTL=3,4&ATL=5,6", [("TTL", (1, 2)), ("WTL", (3, 4)), ("ATL", (5, 6))]),
-        # JTLS x,res,tile,y; ignored (None) unless four values.
-        ("JTLS=0,3,7,90", [("JTLS", (0, 3, 7, 90))]),
-        ("JTLS=3,7", [("JTLS", None)]),
+        ("JTL=3,7", [Tile("JTL", 3, 7)]),
+        ("PTL=0,-1", [Tile("PTL", 0, -1)]),
+        ("TTL=1,2&WTL=3,4&ATL=5,6", [Tile("TTL", 1, 2), Tile("WTL", 3, 4), Tile("ATL", 5, 6)]),
+        # JTLS x,res,tile,y; ignored unless four values.
+        ("JTLS=0,3,7,90", [Tile("JTLS", 3, 7, (0, 90))]),
+        ("JTLS=3,7", [Ignored("JTLS", "3,7")]),
         # SDS x[,y].
-        ("SDS=3", [("SDS", (3, 0))]),
-        ("SDS=3,4", [("SDS", (3, 4))]),
+        ("SDS=3", [Sds(3, 0)]),
+        ("SDS=3,4", [Sds(3, 4)]),
+        # Whole requests of other protocols, still percent-encoded; "+" is a space.
+        ("IIIF=/a%2Fb.tif/info.json", [ProtocolCommand("IIIF", "/a%2Fb.tif/info.json")]),
+        ("deepzoom=a+b.tif.dzi", [ProtocolCommand("DEEPZOOM", "a%20b.tif.dzi")]),
     ],
 )
 def test_parse_table(query, expected):
     assert commands(query) == expected
+
+
+def test_typed_commands_name_their_encoding_and_protocol():
+    assert [c.encoding for c in commands("JTL=0,0&PTL=0,0&WTL=0,0&ATL=0,0&TTL=0,0&JTLS=0,0,0,0")] == [
+        "jpeg",
+        "png",
+        "webp",
+        "avif",
+        "tiff",
+        "jpeg",
+    ]
+    assert parse("ZOOMIFY=a/ImageProperties.xml").protocol_command == ProtocolCommand(
+        "ZOOMIFY", "a/ImageProperties.xml"
+    )
+    assert parse("FIF=a&DeepZoom=b.dzi&IIIF=c").protocol_command.protocol == "DeepZoom"
+    assert parse("FIF=a&CVT=png").protocol_command is None
 
 
 @pytest.mark.parametrize(
@@ -99,7 +136,7 @@ def test_parse_table(query, expected):
     ],
 )
 def test_quality_forms(raw, quality):
-    assert commands(f"QLT={raw}") == [("QLT", quality)]
+    assert commands(f"QLT={raw}") == [Qlt(quality)]
 
 
 @pytest.mark.parametrize("raw", ["foo", "gzip:5", "jpeg:abc", "9%30", "nan", "1e400", "jpeg:nan"])
@@ -125,7 +162,7 @@ def test_bad_quality_is_malformed(raw):
     ],
 )
 def test_region(raw, region):
-    assert commands(f"RGN={raw}") == [("RGN", region)]
+    assert commands(f"RGN={raw}") == [Rgn(region, raw)]
 
 
 @pytest.mark.parametrize(
@@ -181,12 +218,15 @@ def test_parsed_requests_are_frozen():
     with pytest.raises(AttributeError):
         request.commands = ()  # type: ignore[misc]
     with pytest.raises(AttributeError):
-        request.commands[0].value = "b"  # type: ignore[misc]
+        request.commands[0].path = "b"  # type: ignore[misc]
 
 
 # -- properties -------------------------------------------------------------------------------
 
-COMMAND_NAMES = ["FIF", "OBJ", "WID", "HEI", "RGN", "QLT", "CVT", "JTL", "PTL", "WTL", "ATL", "TTL", "JTLS", "SDS"]
+COMMAND_NAMES = [
+    *("FIF", "OBJ", "WID", "HEI", "RGN", "QLT", "CVT", "JTL", "PTL", "WTL", "ATL", "TTL", "JTLS", "SDS", "LYR"),
+    *("IIIF", "DEEPZOOM", "ZOOMIFY"),
+]
 
 
 def _random_case(draw, word: str) -> str:
@@ -271,7 +311,7 @@ def test_canonical_form_parses_to_the_same_request(query):
 
 def test_canonical_form_keeps_an_identifier_with_reserved_characters():
     request = parse("FIF=a%26b%3Dc%2520d+e.tif&WID=5")
-    assert request.commands[0].value == "a&b=c%20d e.tif"
+    assert request.commands[0] == Fif("a&b=c%20d e.tif")
     assert parse(request.canonical) == request
 
 

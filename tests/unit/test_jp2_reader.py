@@ -18,7 +18,7 @@ from glymur.lib import openjp2
 
 from iipsrv_py.errors import UnsupportedImage
 from iipsrv_py.model import ImageInfo, Level, SourceIdentity
-from iipsrv_py.planning import TileView, View, plan, quality_layers
+from iipsrv_py.planning import Size, StoredTile, ViewRequest, plan, quality_layers
 from iipsrv_py.settings import from_environ
 from iipsrv_py.sources.jp2 import Jp2Source
 from iipsrv_py.storage.local import LocalBlob
@@ -91,12 +91,13 @@ def test_planning_carries_lyr_capped_by_max_layers():
     assert quality_layers(0, 3) == 3 and quality_layers(5, 3) == 3 and quality_layers(2, 3) == 2
     settings, _ = from_environ({"MAX_LAYERS": "2"})
     info = ImageInfo(1024, 768, (Level(1024, 768, 256, 256),))
-    assert plan(View(width=100, layers=5), info, settings).layers == 2
-    assert plan(TileView(0, 1, 1, layers=1), info, settings).layers == 1
+    width_100 = Size("width", width=100)
+    assert plan(ViewRequest(size=width_100, layers=5), info, settings).layers == 2
+    assert plan(ViewRequest(StoredTile(0, 5), layers=1), info, settings).layers == 1
     unlimited, _ = from_environ({})
-    plain = plan(View(width=100), info, unlimited)
+    plain = plan(ViewRequest(size=width_100), info, unlimited)
     assert plain.layers == 0 and "/L" not in plain.canonical
-    assert plan(View(width=100, layers=1), info, unlimited).canonical == plain.canonical + "/L1"
+    assert plan(ViewRequest(size=width_100, layers=1), info, unlimited).canonical == plain.canonical + "/L1"
 
 
 def test_storage_without_a_local_file_is_refused(jp2_path):
