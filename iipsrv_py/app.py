@@ -78,6 +78,7 @@ class Application:
             LocalStorage(settings.filesystem_prefix, settings.filesystem_suffix),
             settings.max_metadata_cache,
             settings.filename_pattern,
+            self.cache,
         )
         self.pipeline = Pipeline(settings, self.cache)
         self._cors = (

@@ -3,7 +3,9 @@
 Opening a pyramid (parsing IFDs, building decoders) is the expensive part of a metadata
 request, so opened sources are kept in an LRU of MAX_METADATA_CACHE_SIZE entries.  Every use
 revalidates the entry against a fresh stat of the file (one syscall), so a replaced or
-rewritten file is reopened, never served stale.
+rewritten file is reopened, never served stale.  An image that leaves the LRU has its file
+closed before the next request (not at once: the request that pushed it out may still be
+reading it).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from .cache.lru import LRUCache
+from .cache.store import WorkerCache
 from .errors import NotFound, ServerError
 from .model import SourceIdentity
 from .sources.base import ImageSource
@@ -24,16 +27,29 @@ ASSOCIATED_SEPARATOR = "::"
 
 
 class Catalog:
-    def __init__(self, storage: Storage, max_images: int, filename_pattern: str = "") -> None:
+    def __init__(
+        self, storage: Storage, max_images: int, filename_pattern: str = "", cache: WorkerCache | None = None
+    ) -> None:
         self.storage = storage
         self.filename_pattern = filename_pattern
-        self._images: LRUCache[ImageSource] = LRUCache(max_items=max_images)
+        self.cache = cache  # the worker cache, where sources keep whole decoded levels
+        self._closing: list[ImageSource] = []
+        self._images: LRUCache[ImageSource] = LRUCache(max_items=max_images, on_evict=self._closing.append)
         # (identifier, identity) of every image opened since begin_request(): what a response
         # cached for reuse must be revalidated against.
         self.opened: list[tuple[str, SourceIdentity]] = []
 
     def begin_request(self) -> None:
         self.opened.clear()
+        self._close_evicted()
+
+    def _close_evicted(self) -> None:
+        closing, self._closing[:] = list(self._closing), []
+        for source in closing:
+            try:
+                source.close()
+            except Exception:
+                log.warning("closing %s failed", source.name, exc_info=True)
 
     def open(self, identifier: str) -> ImageSource:
         """The image an identifier names.  When no file has that name: an image sequence
@@ -59,7 +75,7 @@ class Catalog:
             if source.identity == identity:
                 return source
             log.info("image changed on storage, reopening: %s", location)
-        source = open_source(self.storage.open(location, identity))
+        source = open_source(self.storage.open(location, identity), self.cache)
         self._images.put(location, source)
         return source
 
@@ -71,4 +87,7 @@ class Catalog:
             return False
 
     def clear(self) -> None:
+        """Forget every opened image (SIGHUP) and what storage remembers of paths."""
         self._images.clear()
+        self._close_evicted()
+        self.storage.clear()

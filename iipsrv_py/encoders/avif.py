@@ -7,7 +7,7 @@ import numpy as np
 
 from ..model import Quality
 from ..settings import Settings
-from .bands import planes
+from .bands import packed, planes
 
 # iipsrv's AVIF_CODEC: 0 auto, 1 aom, 2 rav1e.
 _CODECS = {0: None, 1: "aom", 2: "rav1e"}
@@ -16,7 +16,7 @@ _CODECS = {0: None, 1: "aom", 2: "rav1e"}
 def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
     q = settings.avif_quality if quality.level is None else min(quality.level, 100)
     level = 100 if q < 1 else q
-    data = np.ascontiguousarray(planes(pixels))
+    data = packed(planes(pixels))
     codec = _CODECS.get(settings.avif_codec)
     try:
         return bytes(imagecodecs.avif_encode(data, level=level, speed=8, codec=codec))

@@ -28,3 +28,19 @@ def as_colour(pixels: np.ndarray) -> np.ndarray:
 def planes(pixels: np.ndarray) -> np.ndarray:
     """H x W for one band (codecs reject a trailing axis of 1), else unchanged."""
     return pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+
+
+def packed(pixels: np.ndarray) -> np.ndarray:
+    """The pixels in one C-ordered block with plain strides, copied only when they are not.
+
+    Codecs check the strides, and numpy calls an array with a side of one pixel contiguous
+    whatever its strides are (a 1x1 crop of a grey+alpha image keeps its 2-sample stride), so
+    ``np.ascontiguousarray`` is not enough.
+    """
+    expected, step = [], pixels.itemsize
+    for size in reversed(pixels.shape):
+        expected.append(step)
+        step *= size
+    if pixels.strides == tuple(reversed(expected)):
+        return pixels
+    return pixels.copy(order="C")

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..model import Quality
 from ..settings import Settings
-from .bands import planes, without_alpha
+from .bands import packed, planes, without_alpha
 
 
 def level(quality: Quality, settings: Settings) -> int:
@@ -15,5 +15,5 @@ def level(quality: Quality, settings: Settings) -> int:
 
 
 def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
-    data = np.ascontiguousarray(planes(without_alpha(pixels)))
+    data = packed(planes(without_alpha(pixels)))
     return bytes(imagecodecs.jpeg8_encode(data, level=level(quality, settings)))

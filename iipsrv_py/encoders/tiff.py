@@ -16,7 +16,7 @@ import tifffile
 from ..model import Quality
 from ..settings import Settings
 from . import jpeg, webp
-from .bands import planes, without_alpha
+from .bands import packed, planes, without_alpha
 
 # TIFF_COMPRESSION numbers (0 none, 1 LZW, 2 deflate, 3 JPEG, 4 WebP, 5 zstd).
 BY_NUMBER = {0: "none", 1: "lzw", 2: "deflate", 3: "jpeg", 4: "webp", 5: "zstd"}
@@ -40,6 +40,7 @@ def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
     elif name in ("deflate", "zstd"):
         level = settings.tiff_quality if quality.level is None else quality.level
         args["compressionargs"] = {"level": min(max(level, 1), 9 if name == "deflate" else 22)}
+    data = packed(data)
     bands = 1 if data.ndim == 2 else data.shape[2]
     out = io.BytesIO()
     tifffile.imwrite(

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..model import Quality
 from ..settings import Settings
-from .bands import as_colour
+from .bands import as_colour, packed
 
 
 def level(quality: Quality, settings: Settings) -> int:
@@ -16,7 +16,7 @@ def level(quality: Quality, settings: Settings) -> int:
 
 def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
     q = level(quality, settings)
-    data = np.ascontiguousarray(as_colour(pixels))
+    data = packed(as_colour(pixels))
     if q < 1:
         return bytes(imagecodecs.webp_encode(data, level=100, lossless=True))
     # lossless must be explicit: imagecodecs encodes losslessly when it is left unset.

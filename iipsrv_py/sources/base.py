@@ -69,6 +69,11 @@ class ImageSource(Protocol):
         layers return the image itself."""
         ...
 
+    def close(self) -> None:
+        """Release the file the image reads from (the catalog calls it once the image has left
+        its cache); the image is not used again."""
+        ...
+
 
 class SinglePage:
     """``page``, ``associated``, ``view`` and ``with_layers`` for a source that is neither a stack
@@ -92,3 +97,6 @@ class SinglePage:
 
     def with_layers(self, layers: int) -> ImageSource:
         return self  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Nothing to release: formats that read a file close it themselves."""

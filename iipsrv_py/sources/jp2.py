@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from ..cache.lru import LRUCache
+from ..cache.store import WorkerCache
 from ..errors import ImageDecodeError, UnsupportedImage
 from ..model import ImageInfo, Level, SourceIdentity
 from ..storage.base import Blob
 from . import pixels
 from .base import SinglePage, tile_of
-from .memory import whole_level
+from .memory import NO_CACHE, whole_level
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,6 @@ CODESTREAM_TILE_RANGE = (128, 1024)
 # Virtual levels below the smallest resolution are made from a whole decode of that resolution;
 # beyond this many pixels there are none (the file then simply has fewer levels).
 MAX_VIRTUAL_BASE_PIXELS = 1 << 22
-# Whole decoded small levels of all JPEG 2000 images of a worker (bytes).
-_VIRTUAL_LEVELS: LRUCache[np.ndarray] = LRUCache(max_bytes=64 << 20)
 
 # JP2 colr box enumerated colour spaces (ISO/IEC 15444-1 Annex I.5.3.3).
 SRGB, GREYSCALE = 16, 17
@@ -116,9 +114,13 @@ class Jp2Source(SinglePage):
     _conversion: pixels.Conversion  # stored samples (1-16 bits per component) to 8 bits
     _icc: bytes | None
 
-    def __init__(self, blob: Blob, _parent: Jp2Source | None = None, _layers: int = 0) -> None:
+    def __init__(
+        self, blob: Blob, cache: WorkerCache | None = None, _parent: Jp2Source | None = None, _layers: int = 0
+    ) -> None:
         self.name = blob.name
         self._blob = blob
+        # The worker cache keeps the whole decoded virtual levels below the smallest resolution.
+        self._cache = cache if cache is not None else NO_CACHE
         self.layers = _layers  # quality layers decoded; 0 = all
         if _parent is not None:
             # A view of an opened image decoding fewer layers: same codestream and geometry.
@@ -215,6 +217,10 @@ class Jp2Source(SinglePage):
     def icc_profile(self) -> bytes | None:
         return self._icc
 
+    def close(self) -> None:
+        if self._root is self:  # layer views share the image's file
+            self._blob.close()
+
     def with_layers(self, layers: int) -> Jp2Source:
         """This image decoding at most ``layers`` quality layers (0, or at least as many as
         the file has: all of them, which is the image itself)."""
@@ -223,7 +229,7 @@ class Jp2Source(SinglePage):
             return root
         view = root._views.get(layers)
         if view is None:
-            view = root._views.setdefault(layers, Jp2Source(self._blob, root, layers))
+            view = root._views.setdefault(layers, Jp2Source(self._blob, self._cache, root, layers))
         return view
 
     # -- pixels -----------------------------------------------------------------------------
@@ -265,7 +271,7 @@ class Jp2Source(SinglePage):
         x, y, w, h = tile_of(self.info, level, col, row).tile_rect(col, row)
         if level < self._dwt_levels:
             return self._decode(level, x, y, w, h)
-        whole = whole_level(_VIRTUAL_LEVELS, self.identity.token, level, self.info.levels, self._smallest_resolution)
+        whole = whole_level(self._cache, self.identity.token, level, self.info.levels, self._smallest_resolution)
         return whole[y : y + h, x : x + w]
 
     def raw_tile(self, level: int, col: int, row: int) -> bytes | None:

@@ -4,9 +4,9 @@ A JPEG has no tiles and no stored levels, but libjpeg can decode it at 1/2, 1/4 
 its size by DCT scaling, doing only that fraction of the work: those are the levels below full
 size (``ceil(W / s)`` pixels, as libjpeg computes them), and further levels halve the 1/8 one
 down to a tile by resizing.  A level is decoded whole on first use (Pillow's ``draft`` picks the
-DCT scale) and kept in a byte-bounded cache shared by all JPEG images of the worker, so that a
-viewer walking the tiles of a level decodes it once while a worker with many JPEGs open never
-holds more than ``LEVEL_CACHE_BYTES`` of their pixels.
+DCT scale) and kept in the worker cache (MAX_IMAGE_CACHE_SIZE) when it fits in a quarter of it,
+so that a viewer walking the tiles of a level decodes it once; a level too large for the budget
+is decoded again for each tile that is not cached yet, so large JPEGs want a larger budget.
 
 Limits and choices:
 
@@ -27,7 +27,7 @@ import logging
 import numpy as np
 from PIL import Image
 
-from ..cache.lru import LRUCache
+from ..cache.store import WorkerCache
 from ..errors import ImageDecodeError, UnsupportedImage
 from ..model import METRES_PER_INCH_FACTOR
 from ..storage.base import Blob
@@ -36,8 +36,6 @@ from .memory import TILE, ArraySource, halving_sizes
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 1 << 26  # 67 Mpixel, e.g. 8192 x 8192: about 200 MB decoded as RGB
-LEVEL_CACHE_BYTES = 256 << 20
-_LEVELS: LRUCache[np.ndarray] = LRUCache(max_bytes=LEVEL_CACHE_BYTES)
 DCT_SCALES = (2, 4, 8)
 
 # EXIF tag -> iipsrv metadata key (as the TIFF tags of the same numbers, SPEC section 5).
@@ -61,7 +59,7 @@ def _text(value: object) -> str:
 class JpegSource(ArraySource):
     format_name = "jpeg"
 
-    def __init__(self, blob: Blob) -> None:
+    def __init__(self, blob: Blob, cache: WorkerCache | None = None) -> None:
         self._blob = blob
         name = blob.name
         try:
@@ -96,7 +94,7 @@ class JpegSource(ArraySource):
         fields: dict[str, object] = {"format": "jpeg", "metadata": metadata, "dpi": None}
         if isinstance(dpi, tuple) and len(dpi) == 2 and dpi[0] and dpi[1] and dpi[0] > 0 and dpi[1] > 0:
             fields["dpi"] = (float(dpi[0]) * METRES_PER_INCH_FACTOR, float(dpi[1]) * METRES_PER_INCH_FACTOR)
-        super().__init__(blob.identity, name, sizes, self._dct_level, 1 if mode == "L" else 3, fields, cache=_LEVELS)
+        super().__init__(blob.identity, name, sizes, self._dct_level, 1 if mode == "L" else 3, fields, cache=cache)
 
     @staticmethod
     def _bytes(blob: Blob) -> bytes:
@@ -125,6 +123,9 @@ class JpegSource(ArraySource):
     @property
     def icc_profile(self) -> bytes | None:
         return self._icc
+
+    def close(self) -> None:
+        self._blob.close()
 
     def _dct_level(self, level: int) -> np.ndarray | None:
         """Level ``level`` decoded whole by DCT scaling; None for the levels made by resizing."""

@@ -12,12 +12,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..cache.lru import LRUCache
+from ..cache.store import WorkerCache
 from ..model import ImageInfo, Level, SourceIdentity
 from ..transforms.resample import resize
 from .base import SinglePage, level_of, tile_of
 
 TILE = 256
+# For a source opened without a worker cache (tests, tools): keeps nothing.
+NO_CACHE = WorkerCache(0)
 
 
 def halving_sizes(width: int, height: int, smallest: int = TILE) -> list[tuple[int, int]]:
@@ -31,17 +33,18 @@ def halving_sizes(width: int, height: int, smallest: int = TILE) -> list[tuple[i
 
 
 def whole_level(
-    cache: LRUCache[np.ndarray],
+    cache: WorkerCache,
     token: str,
     index: int,
     levels: Sequence[Level],
     load: Callable[[int], np.ndarray | None],
 ) -> np.ndarray:
     """All pixels of level ``index`` (H x W x C): ``load(index)``, or, when that gives None,
-    the level above resized to this one's size; kept in ``cache`` under ``(token, index)``."""
-    key = (token, index)
+    the level above resized to this one's size; kept in the worker's cache under
+    ``("level", token, index)`` when it fits (else made again when next needed)."""
+    key = ("level", token, index)
     pixels = cache.get(key)
-    if pixels is None:
+    if not isinstance(pixels, np.ndarray):
         pixels = load(index)
         if pixels is None:
             level = levels[index]
@@ -57,7 +60,7 @@ class ArraySource(SinglePage):
 
     ``levels`` gives the size of every level, full size first; ``load(i)`` returns the pixels
     of level ``i`` or None when that level is to be made by resizing a larger one.  Levels are
-    kept in ``cache`` (by default one of the image's own holding all of them).
+    kept in the worker's ``cache``, within its budget.
     """
 
     format_name = "memory"
@@ -71,12 +74,12 @@ class ArraySource(SinglePage):
         channels: int,
         info_fields: dict[str, object] | None = None,
         tile: int = TILE,
-        cache: LRUCache[np.ndarray] | None = None,
+        cache: WorkerCache | None = None,
     ) -> None:
         self.identity = identity
         self.name = name
         self._load = load
-        self._cache: LRUCache[np.ndarray] = cache if cache is not None else LRUCache(max_items=len(sizes))
+        self._cache = cache if cache is not None else NO_CACHE
         width, height = sizes[0]
         levels = tuple(Level(w, h, tile, tile, width / w, height / h) for w, h in sizes)
         colorspace = "grey" if channels in (1, 2) else "srgb"
@@ -85,14 +88,19 @@ class ArraySource(SinglePage):
 
     @classmethod
     def of_array(
-        cls, pixels: np.ndarray, identity: SourceIdentity, name: str, info_fields: dict[str, object] | None = None
+        cls,
+        pixels: np.ndarray,
+        identity: SourceIdentity,
+        name: str,
+        info_fields: dict[str, object] | None = None,
+        cache: WorkerCache | None = None,
     ) -> ArraySource:
         """One decoded picture with virtual levels halving down to a tile."""
         if pixels.ndim == 2:
             pixels = pixels[:, :, np.newaxis]
         height, width, channels = pixels.shape
         sizes = halving_sizes(width, height)
-        return cls(identity, name, sizes, lambda i: pixels if i == 0 else None, channels, info_fields)
+        return cls(identity, name, sizes, lambda i: pixels if i == 0 else None, channels, info_fields, cache=cache)
 
     def level_pixels(self, level: int) -> np.ndarray:
         level_of(self.info, level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..cache.store import WorkerCache
 from ..errors import UnsupportedImage
 from ..storage.base import Blob
 from .base import ImageSource
@@ -16,13 +17,15 @@ J2K_MAGIC = b"\xff\x4f\xff\x51"  # SOC then SIZ: a raw codestream
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def open_source(blob: Blob) -> ImageSource:
+def open_source(blob: Blob, cache: WorkerCache | None = None) -> ImageSource:
+    """The reader for a file's content; ``cache`` is the worker cache, where readers keep what
+    they decode beyond single tiles (whole levels), within its budget."""
     head = blob.read_at(0, 16)
     if head[:4] in TIFF_MAGICS:
         tif = TiffSource.parse(blob)
         return SvsSource(blob, tif) if is_aperio(tif) else TiffSource(blob, tif)
     if head[:12] == JP2_SIGNATURE or head[:4] == J2K_MAGIC:
-        return Jp2Source(blob)
+        return Jp2Source(blob, cache)
     if head[:3] == JPEG_MAGIC:
-        return JpegSource(blob)
+        return JpegSource(blob, cache)
     raise UnsupportedImage("not a supported image", f"{blob.name}: unrecognised signature {head[:8].hex()}")

@@ -56,3 +56,6 @@ class SequenceSource:
 
     def with_layers(self, layers: int) -> ImageSource:
         return self._first.with_layers(layers)
+
+    def close(self) -> None:
+        """Nothing of its own: its members are images of the catalog, closed by it."""

@@ -379,6 +379,9 @@ class TiffSource(SinglePage):
         profile = self._pages[0].iccprofile
         return bytes(profile) if profile else None
 
+    def close(self) -> None:
+        self._blob.close()
+
     # -- stack pages ------------------------------------------------------------------------
 
     def page(self, index: int) -> ImageSource:

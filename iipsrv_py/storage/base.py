@@ -24,6 +24,10 @@ class Blob(Protocol):
         """``length`` bytes at ``offset``; fewer only at the end of the object."""
         ...
 
+    def close(self) -> None:
+        """Release the object's file handle or connection; the blob is not used again."""
+        ...
+
 
 class Storage(Protocol):
     def resolve(self, identifier: str) -> tuple[str, SourceIdentity]:
@@ -36,3 +40,7 @@ class Storage(Protocol):
         ...
 
     def open(self, location: str, identity: SourceIdentity) -> Blob: ...
+
+    def clear(self) -> None:
+        """Forget what was remembered of locations (SIGHUP)."""
+        ...

@@ -142,6 +142,9 @@ class LocalStorage:
             raise NotFound(_NOT_FOUND, f"not a regular file: {location}")
         return SourceIdentity(location, st.st_mtime, st.st_size, f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}")
 
+    def clear(self) -> None:
+        self._resolved.clear()
+
     def open(self, location: str, identity: SourceIdentity) -> LocalBlob:
         try:
             return LocalBlob(location, identity)

@@ -12,6 +12,11 @@ import pyvips
 
 _FORMATS = {np.dtype(np.uint8): "uchar", np.dtype(np.uint16): "ushort", np.dtype(np.float32): "float"}
 
+# libvips keeps recent operations and their results (up to 100 MB by default) to answer a
+# repeated one.  Every image here is new (made from a numpy array), so nothing could ever be
+# answered from it, and it would hold memory outside the worker's one cache budget.
+pyvips.cache_set_max(0)
+
 
 def to_vips(pixels: np.ndarray) -> pyvips.Image:
     pixels = np.ascontiguousarray(pixels)
