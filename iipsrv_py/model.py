@@ -7,7 +7,9 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
-METRES_PER_INCH_FACTOR = 39.37  # iipsrv's conversion of resolutions (300 dpi -> 11811 px/m)
+# Pixels per inch -> pixels per metre.  An inch is exactly 0.0254 m, so this is 39.3700787...
+# (300 dpi -> 11811.023622 px/m); the rounded 39.37 put every converted resolution off by 2 ppm.
+METRES_PER_INCH_FACTOR = 1 / 0.0254
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
 # Shared by scripts/demo, scripts/test and scripts/bench: sourced, not run.
-# Installs what is missing (Debian packages, the virtualenv and the package, the browser tests' npm
-# packages) and nothing else.
+# Installs what is missing (Debian packages, the virtualenv and the package) and nothing else.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${IIPSRV_PY_VENV:-$ROOT/.venv}"
@@ -49,6 +48,12 @@ ensure_venv() {
   local stamp="$VENV/.iipsrv_py-installed-$extras"
   local digest
   digest="$(cat "$ROOT/setup.cfg" "$ROOT/setup.py" | sha256sum | cut -c1-16)"
+  # An install with the test extras is a plain install too: scripts/demo runs in the
+  # virtualenv scripts/test set up without installing anything again.
+  local with_tests="$VENV/.iipsrv_py-installed-test"
+  if [ -z "$extras" ] && [ -f "$with_tests" ] && [ "$(cat "$with_tests")" = "$digest" ]; then
+    return 0
+  fi
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     say "installing iipsrv_py${extras:+ with [$extras]} and its dependencies"
     local logfile="$VENV/pip-install.log"
@@ -56,35 +61,6 @@ ensure_venv() {
         >"$logfile" 2>&1; then
       tail -n 30 "$logfile" >&2
       die "pip install failed (full log: $logfile)"
-    fi
-    echo "$digest" > "$stamp"
-  fi
-}
-
-# ensure_npm DIR : DIR/node_modules installed as DIR/package-lock.json pins it (npm ci; npm
-# install when there is no lock yet), again only when package.json or the lock changed.
-# Node and npm come from Debian when they are missing.
-ensure_npm() {
-  local dir="$1"
-  command -v node >/dev/null || ensure_debs nodejs
-  command -v npm >/dev/null || ensure_debs npm
-  # package.json's "engines" says which Node the packages need (Debian 12's own nodejs is 18).
-  local need have
-  need="$(sed -n 's/.*"node": *">= *\([0-9][0-9]*\).*/\1/p' "$dir/package.json")"
-  have="$(node -p 'process.versions.node.split(".")[0]')"
-  [ -z "$need" ] || [ "$have" -ge "$need" ] \
-    || die "${dir#"$ROOT"/} needs Node.js >= $need, found $(node --version): install a newer nodejs (e.g. NodeSource's)"
-  local stamp="$dir/node_modules/.iipsrv_py-installed"
-  local digest
-  digest="$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | sha256sum | cut -c1-16)"
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
-    local install=(npm ci)
-    [ -f "$dir/package-lock.json" ] || install=(npm install)
-    say "installing the npm packages of ${dir#"$ROOT"/} (${install[*]})"
-    local logfile="$VENV/npm-install.log"
-    if ! (cd "$dir" && "${install[@]}" --no-audit --no-fund) >"$logfile" 2>&1; then
-      tail -n 30 "$logfile" >&2
-      die "${install[*]} failed in $dir (full log: $logfile)"
     fi
     echo "$digest" > "$stamp"
   fi

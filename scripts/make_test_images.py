@@ -803,12 +803,27 @@ def _svs_jp2k_rgb(path: str) -> None:
     write_svs(path, 1500, 1001, 2, 33005)
 
 
-DEMO_NAME = "demo-rgb-8192x6144-jpeg.tif"
+DEMO_NAME = "demo-rgb-8192x6144-6lvl-256tile-jpeg-metadata.tif"
+# What OBJ=metadata, the IIP metadata objects and IIIF's rights and physical dimensions show
+# for the demo: every TIFF tag the server reads, and a resolution.
+DEMO_METADATA = {
+    "title": "iipsrv_py demo image",  # DocumentName
+    "description": "A generated scene with a labelled 1024-pixel grid, for trying every protocol",
+    "creator": "The iipsrv_py authors",  # Artist
+    "rights": "https://creativecommons.org/publicdomain/zero/1.0/",  # Copyright: a URI, IIIF 3's rights
+    "software": "iipsrv_py scripts/make_test_images.py --demo",
+    "date": "2024:06:01 12:00:00",  # DateTime, TIFF's own format
+    "make": "iipsrv_py",
+    "model": "make_test_images.py",
+}
+DEMO_DPI = 300
 
 
 def demo_image(path: str) -> None:
     """The demo picture: the test scene with a labelled 1024-px grid, so that every region,
-    tile and zoom level can be checked by eye."""
+    tile and zoom level can be checked by eye, as a JPEG pyramid (256-px tiles, levels halving
+    down to one tile) carrying DEMO_METADATA and 300 dpi.  Drawn by libvips, written by
+    tifffile, which can write the descriptive tags libvips does not."""
     width, height = 8192, 6144
     image = pyvips.Image.new_from_array(scene(width, height, seed=11), interpretation="srgb")
     for gx in range(0, width, 1024):
@@ -822,8 +837,36 @@ def demo_image(path: str) -> None:
         grid = grid.draw_line(255, g, 0, g, height - 1)
     for g in range(0, height, 1024):
         grid = grid.draw_line(255, 0, g, width - 1, g)
-    image = (grid > 0).ifthenelse([255, 255, 255], image)
-    image.tiffsave(path, tile=True, tile_width=256, tile_height=256, pyramid=True, compression="jpeg", Q=85)
+    image = (grid > 0).ifthenelse([255, 255, 255], image).cast("uchar")
+    full = np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(height, width, 3))
+    levels = halving(full, 6)  # 8192 x 6144 down to 256 x 192
+    tags = DEMO_METADATA
+    args: dict[str, object] = {
+        "photometric": "rgb",
+        "tile": (256, 256),
+        "compression": "jpeg",
+        "compressionargs": {"level": 85},
+        "metadata": None,
+    }
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(
+            levels[0],
+            description=tags["description"],
+            software=tags["software"],
+            datetime=tags["date"],
+            resolution=(DEMO_DPI, DEMO_DPI),
+            resolutionunit="INCH",
+            extratags=[
+                (269, "s", 0, tags["title"], True),  # DocumentName
+                (271, "s", 0, tags["make"], True),
+                (272, "s", 0, tags["model"], True),
+                (315, "s", 0, tags["creator"], True),  # Artist
+                (33432, "s", 0, tags["rights"], True),  # Copyright
+            ],
+            **args,  # type: ignore[arg-type]
+        )
+        for level in levels[1:]:
+            tif.write(level, subfiletype=1, **args)  # type: ignore[arg-type]
 
 
 def build(directory: str, names: list[str] | None = None) -> list[str]:
@@ -848,8 +891,10 @@ if __name__ == "__main__":
         target = os.path.join(sys.argv[2], DEMO_NAME)
         os.makedirs(sys.argv[2], exist_ok=True)
         if not os.path.exists(target):
-            demo_image(target + ".tmp")
-            shutil.move(target + ".tmp", target)
+            # Per process, as in build(): a second demo started meanwhile writes its own.
+            tmp = f"{target}.{os.getpid()}.tmp"
+            demo_image(tmp)
+            shutil.move(tmp, target)
         print(target)
         sys.exit(0)
     for made_path in build(sys.argv[1], sys.argv[2:] or None):

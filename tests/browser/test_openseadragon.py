@@ -1,7 +1,8 @@
 """OpenSeadragon in a real browser against iipsrv-py behind a real nginx.
 
-Headless Chromium (the system's ``chromium``, driven by playwright-core through
-run_viewer.mjs) opens viewer.html, which loads OpenSeadragon from the npm package and shows one
+Headless Chromium (the system's ``chromium``, driven from this process by the Python
+``playwright`` package, whose wheel carries its own driver: no system Node.js) opens
+viewer.html, which loads OpenSeadragon from its pinned npm package and shows one
 image through DeepZoom (without and with tile overlap), IIIF 2, IIIF 3 or Zoomify, each served
 through the shipped nginx configuration (conf/nginx/iipsrv_py.conf) and URI_MAP paths.  The page
 comes from a static server of its own on 127.0.0.1, so every image request is a cross-origin one
@@ -17,22 +18,22 @@ screen pixel per image pixel):
   Pillow's Lanczos filter to exactly the screen rectangle it occupies: mean and worst-block
   differences within the bounds below; the same picture 8 pixels off does not pass.
 
-Set up by scripts/test (Debian's chromium, ``npm ci`` into tests/browser/node_modules).  Under
-CI=true a missing piece is a failure, elsewhere a skip.
+Set up by scripts/test: Debian's chromium, the playwright package (a test extra; its own
+browser downloads are never used), and OpenSeadragon fetched by scripts/fetch_npm.py into
+tests/browser/node_modules as tests/browser/npm-lock.json pins it.  Under CI=true a missing
+piece is a failure, elsewhere a skip.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
 import re
-import shutil
 import signal
-import subprocess
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,19 +52,36 @@ from tests.integration.conftest import _time_limit  # noqa: F401  (the integrati
 pytestmark = pytest.mark.integration
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RUNNER = os.path.join(HERE, "run_viewer.mjs")
-NODE_PACKAGES = ("playwright-core", "openseadragon")
+# The npm packages the page loads, pinned there and fetched by scripts/fetch_npm.py.
+NPM_LOCK = os.path.join(HERE, "npm-lock.json")
+NODE_MODULES = os.path.join(HERE, "node_modules")
 # Debian's chromium by default; CHROMIUM names another build.
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Chromium as root needs --no-sandbox; the background-networking flags keep it from calling
+# home (those connections are refused here and would only add noise and delay), and
+# --no-proxy-server keeps every request on 127.0.0.1 whatever proxy the environment names.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+]
 
 IMAGE = "tif-rgb-3000x2000-5lvl-256tile-jpeg-tables.tif"
 URI_MAP = "iiif=>IIIF deepzoom=>DeepZoom zoomify=>Zoomify"
 VIEWER = (800, 600)  # the viewer element of viewer.html, CSS pixels = screenshot pixels
 
-# A viewer run (Chromium start included) takes 2-3 s here.  run_viewer.mjs gives up after
-# RUN_TIMEOUT and reports; RUN_KILL is the hard stop for the process group after that.
+# A viewer run (Chromium start included) takes 2-3 s here.  Every browser step together gets
+# RUN_TIMEOUT (playwright's own timeouts, so a hang is reported as what hung); Chromium must
+# be gone CLOSE_TIMEOUT after the run, or its processes are killed and the test fails.
 RUN_TIMEOUT = 20.0
-RUN_KILL = 25.0
+CLOSE_TIMEOUT = 5.0
+
 
 # How far the screenshot may be from the reference (absolute differences on the 0-255 scale,
 # averaged over the channels): over every screen pixel the image covers, and over the worst
@@ -97,17 +115,27 @@ def missing(message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def node() -> str:
-    """The node program, once node_modules and Chromium are known to be there too."""
-    path = shutil.which("node")
-    if path is None:
-        missing("node is not installed (scripts/test installs Debian's nodejs)")
-    for package in NODE_PACKAGES:
-        if not os.path.isfile(os.path.join(HERE, "node_modules", package, "package.json")):
-            missing(f"tests/browser/node_modules/{package} is missing (scripts/test runs npm ci)")
+def chromium() -> Iterator[Any]:
+    """playwright's Chromium launcher, once Chromium and OpenSeadragon are known to be there."""
+    import fetch_npm  # scripts/, on the path through tests.helpers
+
     if not os.access(CHROMIUM, os.X_OK):
         missing(f"{CHROMIUM} is missing (scripts/test installs Debian's chromium; CHROMIUM names another)")
-    return str(path)
+    for pin in fetch_npm.load_lock(NPM_LOCK).values():
+        if not fetch_npm.installed(pin, NODE_MODULES):
+            missing(
+                f"tests/browser/node_modules/{pin.name} is not {pin.version} (scripts/test runs scripts/fetch_npm.py)"
+            )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        missing(f"the playwright package is missing ({exc}): it is a test extra, scripts/test installs it")
+    # The driver playwright's wheel carries runs as a child of this process until stop().
+    driver = sync_playwright().start()
+    try:
+        yield driver.chromium
+    finally:
+        driver.stop()
 
 
 # -- the servers ---------------------------------------------------------------------------------------
@@ -181,31 +209,109 @@ PROTOCOLS = {
 # -- running the viewer -----------------------------------------------------------------------------
 
 
-def run_viewer(node: str, page_url: str, screenshot: str) -> dict[str, Any]:
-    """run_viewer.mjs's summary; its process group is gone when this returns."""
-    argv = [node, RUNNER, "--page", page_url, "--screenshot", screenshot, "--timeout", str(int(RUN_TIMEOUT * 1000))]
-    argv += ["--chromium", CHROMIUM]
-    env = servers.base_env()  # no proxy variables: everything is on 127.0.0.1
-    proc = subprocess.Popen(
-        argv, cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+def chromium_processes(profile: str) -> list[int]:
+    """Live processes of the Chromium that uses the user-data directory ``profile``: the
+    browser and the helpers it starts carry it on their command lines (helpers rewrite theirs
+    into one string, hence a substring test)."""
+    marker = f"--user-data-dir={profile}".encode()
+    found = []
+    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read()
+        except OSError:
+            continue
+        if marker in command and servers.running(pid):
+            found.append(pid)
+    return found
+
+
+def run_viewer(chromium: Any, page_url: str, screenshot: str, profile: str) -> dict[str, Any]:
+    """Open the page in a fresh Chromium (user-data directory ``profile``), wait until
+    OpenSeadragon has drawn every tile of the view, screenshot the viewer element, and return
+    what the browser saw.  Chromium's processes are gone when this returns, whatever happened."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    started = time.monotonic()
+
+    def remaining_ms() -> float:
+        return max(1000.0, (RUN_TIMEOUT - (time.monotonic() - started)) * 1000)
+
+    summary: dict[str, Any] = {
+        "page": page_url,
+        "browser": None,
+        "responses": [],  # every response the page received: url, status, resource type
+        "requestsFailed": [],  # requests that got no response at all
+        "consoleErrors": [],
+        "pageErrors": [],
+        "state": None,  # window.viewerTest of the page
+        "error": None,  # why the run is not usable
+        "seconds": None,
+        "processes": 0,  # Chromium processes found by their user-data directory during the run
+        "killed": [],  # Chromium processes still alive after close(), killed
+    }
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            where = message.location
+            summary["consoleErrors"].append(f"{message.text} ({where.get('url')}:{where.get('lineNumber')})")
+
+    def on_response(response: Any) -> None:
+        summary["responses"].append(
+            {"url": response.url, "status": response.status, "type": response.request.resource_type}
+        )
+
+    context = None
     try:
-        stdout, stderr = proc.communicate(timeout=RUN_KILL)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"run_viewer.mjs did not finish within {RUN_KILL:.0f}s")
+        context = chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            env=servers.base_env(),  # no proxy variables: everything is on 127.0.0.1
+            viewport={"width": VIEWER[0], "height": VIEWER[1]},
+            device_scale_factor=1,
+            timeout=remaining_ms(),
+        )
+        page = context.pages[0] if context.pages else context.new_page()
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: summary["pageErrors"].append(error.stack or str(error)))
+        page.on("response", on_response)
+        page.on(
+            "requestfailed",
+            lambda request: summary["requestsFailed"].append({"url": request.url, "failure": request.failure or ""}),
+        )
+        summary["browser"] = page.evaluate("() => navigator.userAgent")
+        page.goto(page_url, wait_until="load", timeout=remaining_ms())
+        try:
+            page.wait_for_function(
+                "() => window.viewerTest && (window.viewerTest.done || window.viewerTest.error)",
+                polling=50,
+                timeout=remaining_ms(),
+            )
+        finally:
+            with contextlib.suppress(PlaywrightError):
+                summary["state"] = page.evaluate("() => window.viewerTest ?? null")
+        if summary["state"] and summary["state"]["error"]:
+            raise RuntimeError(f"the page reported: {summary['state']['error']}")
+        page.locator("#viewer").screenshot(path=screenshot, timeout=remaining_ms())
+        # What the clean-up below will look for must be found while Chromium runs.
+        summary["processes"] = len(chromium_processes(profile))
+    except (PlaywrightError, RuntimeError) as exc:
+        summary["error"] = str(exc)
     finally:
-        # Chromium's helpers must not outlive the run, whatever happened.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        summary: dict[str, Any] = json.loads(stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"run_viewer.mjs exited with {proc.returncode} and no summary:\n{stdout[-2000:]}\n{stderr[-4000:]}")
-    assert summary["error"] is None, f"viewer run failed: {summary['error']}\n{stderr[-2000:]}"
-    assert proc.returncode == 0, stderr[-2000:]
+        if context is not None:
+            with contextlib.suppress(PlaywrightError):
+                context.close()
+        summary["seconds"] = time.monotonic() - started
+        # Chromium's helpers must not outlive the run: whatever close() left is killed.
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while (left := chromium_processes(profile)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                summary["killed"].append(pid)
     return summary
 
 
@@ -296,7 +402,7 @@ def compare(shot: np.ndarray, rect: tuple[float, float, float, float], moved: in
 def test_openseadragon_shows_the_image(
     name: str,
     view: str,
-    node: str,
+    chromium: Any,
     page_origin: str,
     stacks: dict[str, servers.Stack],
     tmp_path,
@@ -318,8 +424,10 @@ def test_openseadragon_shows_the_image(
     screenshot_path = str(tmp_path / f"{name}-{view}.png")
 
     offset = access_log_offset(stack)
-    summary = run_viewer(node, page_url, screenshot_path)
+    summary = run_viewer(chromium, page_url, screenshot_path, str(tmp_path / "chromium-profile"))
     logged = access_log_since(stack, offset)
+    assert summary["error"] is None, f"viewer run failed: {summary['error']}"
+    assert summary["processes"] > 0, "Chromium's processes were not found by their user-data directory"
     state = summary["state"]
 
     # The browser: nothing failed, nothing complained.
@@ -358,7 +466,10 @@ def test_openseadragon_shows_the_image(
     assert shot.shape == (VIEWER[1], VIEWER[0], 3)
     difference = compare(shot, rect)
     moved = compare(shot, rect, moved=8)
-    print(f"{name} {view}: {summary['seconds']:.1f}s, {len(tiles)} tiles; {difference}; 8 pixels off: {moved}")
+    print(
+        f"{name} {view}: {summary['seconds']:.1f}s, {len(tiles)} tiles; {difference}; 8 pixels off: {moved};"
+        f" {summary['browser']}; killed after close: {summary['killed']}"
+    )
     assert difference.mean < MAX_MEAN_ABS_DIFF[view], str(difference)
     assert difference.worst_block < MAX_BLOCK_ABS_DIFF[view], str(difference)
     # ...and the same picture 8 pixels off would not pass: the bounds discriminate.

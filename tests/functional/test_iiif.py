@@ -249,12 +249,12 @@ def test_physical_dimensions_service_from_the_resolution(app, app2, name):
     assert service["id"].startswith(f"http://localhost/iiif/{name}")  # a valid 3.0 service: id + type
     assert service["type"] == "PhysicalDimensions"
     assert service["profile"] == "http://iiif.io/api/annex/services/physdim"
-    assert service["physicalScale"] == pytest.approx(2.54 / 300, rel=1e-5)
+    assert service["physicalScale"] == pytest.approx(2.54 / 300, rel=1e-12)
     assert service["physicalUnits"] == "cm"
     v2 = info(app2, name)["service"]
     assert v2["@context"] == "http://iiif.io/api/annex/services/physdim/1/context.json"
     assert v2["profile"] == "http://iiif.io/api/annex/services/physdim"
-    assert v2["physicalScale"] == pytest.approx(2.54 / 300, rel=1e-5)
+    assert v2["physicalScale"] == pytest.approx(2.54 / 300, rel=1e-12)
     assert v2["physicalUnits"] == "cm"
 
 

@@ -168,16 +168,16 @@ def test_resolutions_of_levels_that_do_not_halve(app):
 
 
 @pytest.mark.parametrize("name", [JPEG_TABLES, JPEG_SUBIFD, DEFLATE, NON_SQUARE, ODD_LEVELS, GREY])
-def test_dpi_in_pixels_per_metre_with_iipsrvs_factor(app, name):
+def test_dpi_in_pixels_per_metre(app, name):
     with tifffile.TiffFile(helpers.fixture(name)) as tif:
         tags = tif.pages[0].tags
         assert int(tags.valueof("ResolutionUnit")) == 2  # inch
         xn, xd = tags.valueof("XResolution")
         yn, yd = tags.valueof("YResolution")
-    expected = f"DPI:{xn / xd * 39.37:f} {yn / yd * 39.37:f}"
+    expected = f"DPI:{xn / xd / 0.0254:f} {yn / yd / 0.0254:f}"  # an inch is 0.0254 m
     line = only_line(obj(app, name, "DPI"))
     assert line == expected
-    assert line == "DPI:11811.000000 11811.000000"  # the fixtures say 300 dpi
+    assert line == "DPI:11811.023622 11811.023622"  # the fixtures say 300 dpi
 
 
 def test_dpi_from_pixels_per_centimetre(app):

@@ -173,7 +173,7 @@ def test_exif_and_comment_become_metadata(app):
     body = result.text
     meta = json.loads(body[: body.rindex("}") + 1])
     assert meta == {"comment": "A generated JPEG", "creator": "Test Creator", "rights": "CC-BY 4.0 Test Rights"}
-    assert "DPI:11811.000000 11811.000000" in ref.lines(result)
+    assert "DPI:11811.023622 11811.023622" in ref.lines(result)  # 300 dpi: 300 / 0.0254 m
 
 
 def test_truncated_jpeg_is_a_server_error_and_the_worker_goes_on(app):
