@@ -82,35 +82,31 @@ class Obj(Command):
 
 
 @dataclass(frozen=True)
-class Wid(Command):
+class _Count(Command):
+    """A command whose argument is one non-negative integer."""
+
+    value: int
+
+    @property
+    def text(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class Wid(_Count):
     NAME: ClassVar[str] = "WID"
-    value: int
-
-    @property
-    def text(self) -> str:
-        return str(self.value)
 
 
 @dataclass(frozen=True)
-class Hei(Command):
+class Hei(_Count):
     NAME: ClassVar[str] = "HEI"
-    value: int
-
-    @property
-    def text(self) -> str:
-        return str(self.value)
 
 
 @dataclass(frozen=True)
-class Lyr(Command):
+class Lyr(_Count):
     """JPEG 2000 quality layers to decode (0: all)."""
 
     NAME: ClassVar[str] = "LYR"
-    value: int
-
-    @property
-    def text(self) -> str:
-        return str(self.value)
 
 
 @dataclass(frozen=True)
