@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 
 from flup.server.fcgi_base import BaseFCGIServer, Connection
 
+from . import SERVER_SOFTWARE
 from .fastcgi import Responder
 from .warmup import WarmUp
 
@@ -352,9 +353,28 @@ def serve_fastcgi(
 # -- plain HTTP -----------------------------------------------------------------------------------
 
 
+def _without_server_header(app: Any) -> Any:
+    """``app`` less its own Server header: gunicorn writes one on every response itself."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [(n, v) for n, v in headers if n.lower() != "server"], exc_info)
+
+        return app(environ, start)
+
+    return wrapped
+
+
 def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int) -> None:
     """The same application over HTTP, served by gunicorn's pre-fork sync workers."""
+    import gunicorn.http.wsgi
     from gunicorn.app.base import BaseApplication
+
+    # gunicorn puts "Server: gunicorn" before the application's headers, so the application's
+    # own would come second.  Its Response takes the value from this module global; set there
+    # (before the workers fork), every response gunicorn writes, its own error pages included,
+    # names this server once.
+    gunicorn.http.wsgi.SERVER = SERVER_SOFTWARE
 
     options = {
         "bind": bind,
@@ -376,7 +396,7 @@ def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int)
                 self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
-            return app_factory()
+            return _without_server_header(app_factory())
 
     _Gunicorn().run()
 
