@@ -253,11 +253,11 @@ class Responder:
         try:
             while not self.stopping:
                 # With requests waiting, only look (timeout 0): new input may abort one of them.
+                incoming = False
                 for fd, mask in self.poller.poll(0 if self.ready else 1.0):
                     conn = self.connections.get(fd)
                     if conn is None:
-                        if fd == self.listener_fd:
-                            self._accept()
+                        incoming = incoming or fd == self.listener_fd
                         continue
                     if mask & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
                         # The web server closed the connection: the FastCGI way to abort the
@@ -268,6 +268,12 @@ class Responder:
                         self._flush(conn)
                     elif mask & select.EPOLLIN:
                         self._read(conn)
+                if incoming and not self.ready:
+                    # Only a worker with nothing to run takes a new connection, and one at a
+                    # time: a connection accepted just before a slow request would wait for
+                    # it, while another worker may be idle.  Busy workers leave the backlog
+                    # to whichever worker is free first.
+                    self._accept()
                 if self.ready and not self.stopping:
                     self._run_next()
                 now = time.monotonic()
@@ -308,31 +314,28 @@ class Responder:
 
     def _accept(self) -> None:
         # Every worker watches the listening socket; the ones that lose the race get EAGAIN.
-        # A busy worker is not in select(), so an idle one takes the new connection.
-        for _ in range(16):
-            if len(self.connections) >= self.max_conns:
-                # At the announced FCGI_MAX_CONNS: leave further connections in the backlog,
-                # where another worker (or this one, once a connection closes) accepts them.
+        try:
+            sock, _ = self.listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors: the listener stays readable, so without a pause this
+                # loop would spin.  Existing connections go on being served.
+                log.warning("accept failed: %s; not accepting for %.0fs", exc, ACCEPT_PAUSE)
                 self._listen(False)
-                return
-            try:
-                sock, _ = self.listener.accept()
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors: the listener stays readable, so without a pause this
-                    # loop would spin.  Existing connections go on being served.
-                    log.warning("accept failed: %s; not accepting for %.0fs", exc, ACCEPT_PAUSE)
-                    self._listen(False)
-                    self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
-                elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
-                    log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Connection(sock)
-            self.connections[sock.fileno()] = conn
-            self.poller.register(sock.fileno(), READ)
+                self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+            elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
+                log.warning("accept failed: %s", exc)
+            return
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Connection(sock)
+        self.connections[sock.fileno()] = conn
+        self.poller.register(sock.fileno(), READ)
+        if len(self.connections) >= self.max_conns:
+            # At the announced FCGI_MAX_CONNS: leave further connections in the backlog,
+            # where another worker (or this one, once a connection closes) accepts them.
+            self._listen(False)
 
     def _watch(self, conn: _Connection, events: int) -> None:
         """Have the poller watch ``conn`` for ``events`` (0: not at all)."""
