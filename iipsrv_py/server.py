@@ -1,4 +1,4 @@
-"""Front ends: the FastCGI pre-fork pool (flup's protocol handling), plain HTTP, debug stdin.
+"""Front ends: the FastCGI pre-fork pool (native responder or flup), plain HTTP, debug stdin.
 
 The FastCGI pool is a small supervisor and N forked workers sharing one listening socket:
 
@@ -100,8 +100,9 @@ class _FastCGI(BaseFCGIServer):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app, multithreaded=False, multiprocess=True)
-        # One request per connection at a time; nginx and Apache never multiplex anyway.
-        # Bytes keys: flup looks FCGI_GET_VALUES names up as bytes (its own str keys never match).
+        # What a flup worker really does: one connection at a time (a kept one holds the worker
+        # until the web server closes it), one request on it at a time.  Bytes keys: flup looks
+        # FCGI_GET_VALUES names up as bytes (its own str keys never match).
         self.capability = {b"FCGI_MAX_CONNS": 1, b"FCGI_MAX_REQS": 1, b"FCGI_MPXS_CONNS": 0}
 
     def error(self, req: Any) -> None:

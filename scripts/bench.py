@@ -297,6 +297,7 @@ NGINX_FRONT = """
     }}
 """
 KEEPALIVE = 32  # as conf/nginx/iipsrv_py-upstream.conf (--keepalive changes it)
+FRONT_ORDER = ("native", "native-per-request", "flup", "iipsrv")  # rows of the tables
 
 
 @dataclass(frozen=True)
@@ -654,15 +655,16 @@ TILE_CONNECTIONS = 4
 def blocking_table(results: list[BlockingResult], streams: int, workers: int) -> str:
     lines = [
         f"| 6. warm tiles while slow renders run ({streams} of {workers} workers rendering) | nginx → FastCGI "
-        "| tile req/s | tile p50 ms | tile p99 ms | errors | renders done | render p50 ms |",
+        "| tile req/s | tile p50 ms | tile p99 ms | tile errors | renders done | render p50 ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         kept = f"kept (`keepalive {r.kept}`, `fastcgi_keep_conn on`)" if r.kept else "a connection per request"
         render_p50 = f"{statistics.median(r.renders):.0f}" if r.renders else "-"
+        failed = f" ({r.render_failures} failed)" if r.render_failures else ""
         lines.append(
             f"| {r.label} | {kept} | {r.tiles.rps:,.0f} | {r.tiles.p50:.2f} | {r.tiles.p99:.2f} | "
-            f"{r.tiles.errors + r.render_failures} | {len(r.renders)} | {render_p50} |"
+            f"{r.tiles.errors} | {len(r.renders)}{failed} | {render_p50} |"
         )
     return "\n".join(lines)
 
@@ -774,6 +776,7 @@ def main() -> int:
     if "native" in engines and args.keepalive:
         fronts["native-per-request"] = Front("native_per_request", fronts["native"].server, keepalive=0)
     labels = {name: front.server.label for name, front in fronts.items()}
+    labels["native-per-request"] = "iipsrv-py native, a connection per request"
     rows: list[tuple[str, dict[str, Result | None]]] = []
     blocking: list[BlockingResult] = []
     streams = max(1, args.workers // 2)
@@ -786,7 +789,10 @@ def main() -> int:
             for scenario in scenarios:
                 print(f"running {scenario.name} ...", file=sys.stderr, flush=True)
                 results: dict[str, Result | None] = {}
-                for name in main_fronts:
+                # Scenario 1 also compares the engines on equal terms: both without kept connections.
+                first = scenario.name.startswith("1.")
+                compared = [n for n in FRONT_ORDER if n in fronts and (first or n != "native-per-request")]
+                for name in compared:
                     front = fronts[name]
                     if name == "iipsrv" and not scenario.cpp:
                         results[name] = None
@@ -805,8 +811,7 @@ def main() -> int:
             if only is None or "6" in only:
                 print("running 6. warm tiles while slow renders run ...", file=sys.stderr, flush=True)
                 tiles = tile_urls(big, min(counts[0], 1000), random.Random(6))
-                order = ["native", "native-per-request", "flup", "iipsrv"]
-                for index, name in enumerate(n for n in order if n in fronts):
+                for index, name in enumerate(n for n in FRONT_ORDER if n in fronts):
                     renders = render_urls(big, 400, random.Random(600 + index), args.quick)
                     blocking.append(tiles_during_renders(fronts[name], tiles, renders, streams, workdir, duration))
             if only is None or "5" in only:

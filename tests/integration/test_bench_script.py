@@ -49,16 +49,21 @@ def test_bench_quick_compares_both_servers(tmp_path) -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     table = (tmp_path / "table.md").read_text()
-    for scenario in ("1. warm JPEG tiles", "4. metadata"):
+    servers = {
+        # Scenario 1 also compares the engines without kept connections.
+        "1. warm JPEG tiles": ["iipsrv-py native", "iipsrv-py native, a connection per request"],
+        "4. metadata": ["iipsrv-py native"],
+    }
+    for scenario, native in servers.items():
         rows = [line for line in table.splitlines() if line.startswith(f"| {scenario}")]
-        assert [cell(row, 2) for row in rows] == ["iipsrv-py native", "iipsrv-py flup", "iipsrv 1.1"], table
+        assert [cell(row, 2) for row in rows] == [*native, "iipsrv-py flup", "iipsrv 1.1"], table
         rates = [float(cell(row, 3).replace(",", "")) for row in rows]
         assert all(rate > 0 for rate in rates), rows
-        assert [int(cell(row, 6)) for row in rows] == [0, 0, 0], rows
-        for ours, rate in zip(rows[:2], rates[:2], strict=True):
+        assert all(int(cell(row, 6)) == 0 for row in rows), rows
+        for ours, rate in zip(rows[:-1], rates[:-1], strict=True):
             ratio = re.fullmatch(r"\*\*([\d.]+)×\*\*", cell(ours, 8))
             assert ratio, ours
-            assert abs(float(ratio.group(1)) - rate / rates[2]) < 0.01 + 0.005 * rate / rates[2]
+            assert abs(float(ratio.group(1)) - rate / rates[-1]) < 0.01 + 0.005 * rate / rates[-1]
     # Scenario 6: one row per engine and connection mode, each with tile latencies and renders.
     lines = table.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| 6. warm tiles while slow renders run"))
@@ -73,7 +78,7 @@ def test_bench_quick_compares_both_servers(tmp_path) -> None:
         p50, p99 = float(cell(row, 4)), float(cell(row, 5))
         assert 0 < p50 <= p99, row
         assert int(cell(row, 6)) == 0, row
-        assert int(cell(row, 7)) > 0, f"no slow rendering finished: {row}"
+        assert re.fullmatch(r"[1-9]\d*", cell(row, 7)), f"no slow rendering finished, or one failed: {row}"
 
 
 def cell(row: str, index: int) -> str:
