@@ -8,9 +8,11 @@ import contextlib
 import os
 import selectors
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from iipsrv_py.app import MAX_POST_BODY
 from tests import fcgi_client as fc
@@ -19,6 +21,7 @@ from tests.integration import servers
 pytestmark = pytest.mark.integration
 
 TABLES = "tif-rgb-3000x2000-5lvl-256tile-jpeg-tables.tif"
+BIGGEST = "tif-rgb-3000x2000-4lvl-div3-256tile-lzw.tif"
 QUERIES = [
     "",
     f"FIF={TABLES}&OBJ=IIP,1.0&OBJ=Basic-info",
@@ -110,3 +113,28 @@ def test_posted_form_limit_is_the_same_for_both(workdir: str, engine: str, size:
         assert (response.status, response.body) == (200, b"Max-size:3000 2000\r\n")
     else:
         assert response.status == 413
+
+
+def test_request_abandoned_through_nginx(workdir: str, engine: str) -> None:
+    """A client gives up while its request waits behind a slow one on the only worker: nginx
+    closes that FastCGI connection (its way of aborting).  The native worker sees the close
+    with the request and never runs it; flup reads the request from the closed connection and
+    runs it all the same (as README says)."""
+    slow = f"FIF={BIGGEST}&WID=3000&QLT=9&CVT=png"  # several seconds of zlib level 9
+    abandoned = f"FIF={BIGGEST}&WID=2999&CVT=png"
+    after = f"FIF={TABLES}&OBJ=Max-size"
+    with servers.nginx_stack(workdir, workers=1, engine=engine) as stack:
+        first = threading.Thread(target=lambda: stack.fresh_get(slow), daemon=True)
+        first.start()
+        servers.wait_busy_worker(stack.server)
+        with servers.http_session() as session, pytest.raises(requests.ReadTimeout):
+            session.get(stack.nginx.url(abandoned), timeout=(5, 0.5))
+        first.join(timeout=25)
+        assert not first.is_alive()
+        assert stack.get(after).status_code == 200  # served after anything that was queued
+        log = stack.server.log()
+    assert "WID=3000&QLT=9" in log and "OBJ=Max-size" in log, log[-2000:]
+    if engine == "native":
+        assert "WID=2999" not in log, "the abandoned request was run"
+    else:
+        assert "WID=2999&CVT=png -> 200" in log
