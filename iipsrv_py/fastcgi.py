@@ -188,7 +188,7 @@ class _Request:
 
 
 class _Connection:
-    __slots__ = ("active", "broken", "buffer", "closed", "closing", "events", "last_active", "out", "sock")
+    __slots__ = ("active", "broken", "buffer", "closed", "closing", "events", "last_active", "out", "parsing", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -198,6 +198,7 @@ class _Connection:
         self.closing = False  # close once ``out`` is sent
         self.broken = False  # the stream cannot be parsed further: answer what runs, then close
         self.closed = False
+        self.parsing = False  # inside _parse: ``buffer`` still holds what is being parsed
         self.events = READ  # what the poller watches for now (0: nothing)
         self.last_active = time.monotonic()
 
@@ -436,6 +437,7 @@ class Responder:
         buffer = conn.buffer
         pos, end = 0, len(buffer)
         held = False
+        conn.parsing = True
         try:
             while end - pos >= 8:
                 version, kind, request_id, length, padding = HEADER.unpack_from(buffer, pos)
@@ -456,6 +458,8 @@ class Responder:
         except StreamError as exc:
             self._broken(conn, exc)
             return
+        finally:
+            conn.parsing = False
         conn.buffer = buffer[pos:] if pos else buffer
         # Holding a request, or sending: read nothing more (bounded memory; see _after_output).
         if conn.out:
@@ -700,5 +704,5 @@ class Responder:
             self._watch(conn, 0)  # a complete request is still to be answered; read nothing
             return
         self._watch(conn, READ)
-        if conn.buffer and (conn.active is None or not conn.active.complete):
+        if conn.buffer and not conn.parsing and (conn.active is None or not conn.active.complete):
             self._parse(conn)  # records that were held while the output was pending
