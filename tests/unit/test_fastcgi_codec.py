@@ -36,14 +36,14 @@ def flup_decode_all(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 @given(st.lists(st.tuples(any_bytes, any_bytes), max_size=5))
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 def test_pairs_flup_encodes_we_decode(pairs: list[tuple[bytes, bytes]]) -> None:
     encoded = b"".join(flup.encode_pair(n, v) for n, v in pairs)
     assert decode_pairs(encoded) == {n.decode("latin-1"): v.decode("latin-1") for n, v in pairs}
 
 
 @given(st.lists(st.tuples(any_bytes, any_bytes), max_size=5))
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 def test_pairs_we_encode_flup_decodes(pairs: list[tuple[bytes, bytes]]) -> None:
     encoded = b"".join(encode_pair(n, v) for n, v in pairs)
     assert encoded == b"".join(flup.encode_pair(n, v) for n, v in pairs)
@@ -78,7 +78,7 @@ class _Reader:
 
 
 @given(st.lists(st.binary(max_size=70_000), max_size=4), st.integers(1, 65535))
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 def test_framed_stream_reads_back_with_flup(chunks: list[bytes], request_id: int) -> None:
     data = b"".join(frame_stream(fc.STDOUT, request_id, chunks))
     reader, got = _Reader(data), b""

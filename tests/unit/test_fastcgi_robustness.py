@@ -129,7 +129,11 @@ def test_slow_reader_does_not_hold_up_other_connections(sock_path: str) -> None:
                 assert fc.read_response(other, rid).body == f"quick{rid} 0".encode()
                 assert time.monotonic() - started < 1.0
         # While the first answer is still on its way, the next requests were not even read:
-        # one response's worth of output is all the worker holds for this connection.
+        # one response's worth of output is all the worker holds for this connection.  (Looked
+        # at once the worker has closed the other connection and has nothing left to do.)
+        deadline = time.monotonic() + 5
+        while len(responder.connections) != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert app.calls.count("big") == 1
         held = [conn for conn in list(responder.connections.values()) if conn.out]
         assert len(held) == 1
