@@ -5,30 +5,53 @@ tile through nginx showed three quarters of a worker's time in flup's record han
 ``recv`` calls per record, a ``send`` per record, and a blocking wait for the web server to
 close each connection — against a quarter in the application.  This responder
 
-* reads whatever the web server sent in one ``recv`` and parses all complete records from it;
+* reads whatever the web server sent in one ``recv`` and parses all complete records from it
+  before it runs anything, so an FCGI_ABORT_REQUEST that came with a request's last record
+  cancels it;
 * writes a whole response (headers, body records, end record) with one ``send``;
 * honours FCGI_KEEP_CONN, so nginx can keep connections open (``fastcgi_keep_conn on`` with an
   upstream ``keepalive``): no connect/accept/close per request;
-* watches all its connections with one selector, so a kept-alive idle connection never pins
+* watches all its connections with one epoll set, so a kept-alive idle connection never pins
   the worker while another connection has a request waiting.
 
-Requests are still run one at a time, to completion, as in a pre-fork worker: image work is
-CPU-bound, and the pool has a worker per core.
+Requests are run one at a time, to completion, as in a pre-fork worker: image work is
+CPU-bound, and the pool has a worker per core.  Between two requests the worker looks at its
+connections again (a zero-timeout select), so a request that waits behind another one can
+still be aborted, by an FCGI_ABORT_REQUEST or by the web server closing its connection.
+
+What a worker promises, and keeps (FCGI_GET_VALUES answers the same numbers):
+
+* FCGI_MPXS_CONNS 0: one request at a time on a connection.  A BEGIN_REQUEST for a second
+  request while the first one is still arriving is refused with FCGI_CANT_MPX_CONN; one that
+  follows a complete request (pipelining) waits, unread, until that request is answered.
+* FCGI_MAX_CONNS = FCGI_MAX_REQS = ``max_conns``: at that many connections the worker stops
+  accepting, leaving new connections in the listen backlog for the other workers.
+* Bounded memory per connection: a request's parameters up to ``PARAMS_LIMIT``, its body up
+  to the application's own limit (``MAX_POST_BODY``), and output for one response.  While a
+  response is still being sent (the peer reads slowly, or not at all), nothing more is read
+  from that connection; partial sends advance a memoryview, the response is never re-copied.
+* A malformed stream (bad version, truncated name-value pairs, parameters over the limit) is
+  logged in one line, answered with an HTTP error and FCGI_END_REQUEST when a request is
+  known, and the connection is closed.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import io
 import logging
-import selectors
+import select
 import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from . import SERVER_SOFTWARE
+from .app import MAX_POST_BODY
 
 log = logging.getLogger("iipsrv_py.fastcgi")
 
@@ -40,30 +63,67 @@ KEEP_CONN = 1
 REQUEST_COMPLETE, CANT_MPX_CONN, OVERLOADED, UNKNOWN_ROLE = 0, 1, 2, 3
 
 HEADER = struct.Struct("!BBHHBx")
+BEGIN_BODY = struct.Struct("!HB5x")
 END_BODY = struct.Struct("!IB3x")
 MAX_CONTENT = 0xFFFF
 RECV_SIZE = 256 * 1024
-IDLE_TIMEOUT = 300.0  # seconds an idle connection is kept before the worker closes it
-# The input streams of a request and the bytes accepted of each: parameters, request body.
-STREAM_LIMITS = {PARAMS: 1 << 20, STDIN: 16 << 20}
-STREAM_NAMES = {PARAMS: "FCGI_PARAMS", STDIN: "request body"}
+IDLE_TIMEOUT = 300.0  # seconds a connection may sit without progress before the worker closes it
+MAX_CONNS = 1024  # connections per worker (FCGI_MAX_CONNS); nginx's keepalive caches are far smaller
+# The parameters of one request (the CGI variables: request line and headers).  nginx refuses
+# request headers beyond its large_client_header_buffers (4 x 8 KiB by default) long before this.
+PARAMS_LIMIT = 1 << 20
+# What the poller watches a connection for.  Reading: input, and the web server closing the
+# connection (EPOLLRDHUP comes with the last data, so a request and the close that aborts it
+# are seen together).  Sending: room in the socket buffer (hang-ups are always reported).
+READ = select.EPOLLIN | select.EPOLLRDHUP
+WRITE = select.EPOLLOUT
+ACCEPT_PAUSE = 1.0  # seconds without accept() after the process ran out of file descriptors
+SWEEP_INTERVAL = 10.0
 
 StartResponse = Callable[..., Any]
+App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class StreamError(Exception):
+    """The web server's stream cannot be followed any further on this connection."""
+
+    def __init__(self, reason: str, status: str = "400 Bad Request", request_id: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.request_id = request_id
 
 
 def _record(kind: int, request_id: int, content: bytes = b"") -> bytes:
     return HEADER.pack(VERSION, kind, request_id, len(content), 0) + content
 
 
-def _stream(kind: int, request_id: int, data: bytes) -> list[bytes | memoryview]:
-    """``data`` as records of at most 65535 bytes, then the empty record that ends the stream.
-    The content parts are views of ``data``: the one copy is the join before sending."""
+def _end_request(request_id: int, protocol_status: int = REQUEST_COMPLETE, app_status: int = 0) -> bytes:
+    return _record(END_REQUEST, request_id, END_BODY.pack(app_status, protocol_status))
+
+
+def frame_stream(kind: int, request_id: int, chunks: Iterable[bytes]) -> list[bytes | memoryview]:
+    """``chunks`` as records of at most 65535 bytes each, then the empty record that ends the
+    stream.  Record contents are views of the chunks: the one copy is the join before sending."""
     parts: list[bytes | memoryview] = []
-    view = memoryview(data)
-    for start in range(0, len(data), MAX_CONTENT):
-        chunk = view[start : start + MAX_CONTENT]
-        parts.append(HEADER.pack(VERSION, kind, request_id, len(chunk), 0))
-        parts.append(chunk)
+    pending: list[memoryview] = []
+    room = MAX_CONTENT
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        pos, size = 0, len(view)
+        while pos < size:
+            take = min(room, size - pos)
+            pending.append(view[pos : pos + take])
+            pos += take
+            room -= take
+            if room == 0:
+                parts.append(HEADER.pack(VERSION, kind, request_id, MAX_CONTENT, 0))
+                parts.extend(pending)
+                pending.clear()
+                room = MAX_CONTENT
+    if pending:
+        parts.append(HEADER.pack(VERSION, kind, request_id, MAX_CONTENT - room, 0))
+        parts.extend(pending)
     parts.append(HEADER.pack(VERSION, kind, request_id, 0, 0))
     return parts
 
@@ -102,39 +162,74 @@ def encode_pair(name: bytes, value: bytes) -> bytes:
     return length(len(name)) + length(len(value)) + name + value
 
 
-class _Request:
-    __slots__ = ("flags", "open_streams", "request_id", "role", "streams")
+def error_response(status: str, reason: str) -> bytes:
+    """An HTTP answer the responder writes itself, for a request it cannot give the application."""
+    body = (reason + "\n").encode("latin-1", "replace")
+    head = (
+        f"Status: {status}\r\nServer: {SERVER_SOFTWARE}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-cache\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
-    def __init__(self, request_id: int, role: int, flags: int) -> None:
+
+class _Request:
+    __slots__ = ("body", "body_done", "body_seen", "cancelled", "complete", "environ", "flags", "params", "request_id")
+
+    def __init__(self, request_id: int, flags: int) -> None:
         self.request_id = request_id
-        self.role = role
         self.flags = flags
-        self.streams = {kind: bytearray() for kind in STREAM_LIMITS}
-        self.open_streams = set(STREAM_LIMITS)  # ended by an empty record each
+        self.params = bytearray()
+        self.environ: dict[str, Any] | None = None  # decoded when FCGI_PARAMS ends
+        self.body = bytearray()
+        self.body_seen = 0  # bytes of FCGI_STDIN received, kept or not
+        self.body_done = False
+        self.complete = False  # all input there (or the body over the limit): ready to run
+        self.cancelled = False  # aborted, or its connection closed, before it ran
 
 
 class _Connection:
-    __slots__ = ("buffer", "closing", "last_active", "out", "requests", "sock")
+    __slots__ = ("active", "broken", "buffer", "closed", "closing", "events", "last_active", "out", "parsing", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buffer = b""
-        self.requests: dict[int, _Request] = {}
-        self.out: list[bytes] = []  # bytes still to send
+        self.buffer = b""  # received bytes not parsed yet (a partial record, or held records)
+        self.active: _Request | None = None  # the one request of this connection not answered yet
+        self.out: collections.deque[memoryview] = collections.deque()  # what is still to send
         self.closing = False  # close once ``out`` is sent
+        self.broken = False  # the stream cannot be parsed further: answer what runs, then close
+        self.closed = False
+        self.parsing = False  # inside _parse: ``buffer`` still holds what is being parsed
+        self.events = READ  # what the poller watches for now (0: nothing)
         self.last_active = time.monotonic()
 
 
 class Responder:
     """Serves a WSGI application on a listening socket until ``stop()``."""
 
-    def __init__(self, listener: socket.socket, app: Callable[[dict[str, Any], StartResponse], Any]) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        app: App,
+        *,
+        max_conns: int = MAX_CONNS,
+        body_limit: int = MAX_POST_BODY,
+        params_limit: int = PARAMS_LIMIT,
+    ) -> None:
         self.listener = listener
+        self.listener_fd = listener.fileno()
         self.app = app
-        self.selector = selectors.DefaultSelector()
+        self.max_conns = max(1, max_conns)
+        self.body_limit = body_limit
+        self.params_limit = params_limit
+        self.poller = select.epoll()
         self.connections: dict[int, _Connection] = {}
+        # Complete requests in arrival order, with their connections.
+        self.ready: collections.deque[tuple[_Connection, _Request]] = collections.deque()
+        self.serving = False
         self.stopping = False
         self.busy = False  # running the application right now
+        self.accepting = False  # the listener is in the poller
+        self.accept_paused_until = 0.0
         self._base_environ = {
             "wsgi.version": (1, 0),
             "wsgi.errors": sys.stderr,
@@ -142,76 +237,146 @@ class Responder:
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
         }
+        self._values = {
+            "FCGI_MAX_CONNS": str(self.max_conns).encode(),
+            # One request per connection at a time, so never more requests than connections.
+            "FCGI_MAX_REQS": str(self.max_conns).encode(),
+            "FCGI_MPXS_CONNS": b"0",
+        }
 
     # -- the loop ---------------------------------------------------------------------------
 
     def serve(self) -> None:
         self.listener.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, None)
-        next_sweep = time.monotonic() + 10
+        self.serving = True
+        self._listen(True)
+        next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while not self.stopping:
-                for key, mask in self.selector.select(timeout=1.0):
-                    if key.data is None:
-                        self._accept()
+                # With requests waiting, only look (timeout 0): new input may abort one of them.
+                incoming = False
+                for fd, mask in self.poller.poll(0 if self.ready else 1.0):
+                    conn = self.connections.get(fd)
+                    if conn is None:
+                        incoming = incoming or fd == self.listener_fd
                         continue
-                    conn: _Connection = key.data
-                    if mask & selectors.EVENT_WRITE:
+                    if mask & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
+                        # The web server closed the connection: the FastCGI way to abort the
+                        # requests on it when it does not multiplex.  Nothing will read an
+                        # answer, so a request still waiting for its turn is not run.
+                        self._close(conn)
+                    elif mask & select.EPOLLOUT:
                         self._flush(conn)
-                    if mask & selectors.EVENT_READ and conn.sock.fileno() >= 0:
+                    elif mask & select.EPOLLIN:
                         self._read(conn)
+                if incoming and not self.ready:
+                    # Only a worker with nothing to run takes a new connection, and one at a
+                    # time: a connection accepted just before a slow request would wait for
+                    # it, while another worker may be idle.  Busy workers leave the backlog
+                    # to whichever worker is free first.
+                    self._accept()
+                if self.ready and not self.stopping:
+                    self._run_next()
                 now = time.monotonic()
+                if not self.accepting and self.accept_paused_until and now >= self.accept_paused_until:
+                    self.accept_paused_until = 0.0
+                    self._listen(len(self.connections) < self.max_conns)
                 if now >= next_sweep:
                     self._close_idle(now)
-                    next_sweep = now + 10
+                    next_sweep = now + SWEEP_INTERVAL
         finally:
             for conn in list(self.connections.values()):
                 self._finish(conn)
-            self.selector.close()
-
-    def _finish(self, conn: _Connection) -> None:
-        """On the way out: send what is still queued (briefly blocking), then close."""
-        if conn.out and conn.sock.fileno() >= 0:
-            try:
-                conn.sock.settimeout(2.0)
-                conn.sock.sendall(b"".join(conn.out))
-            except OSError:
-                pass
-        self._close(conn)
+            self.poller.close()
 
     def stop(self) -> None:
         self.stopping = True
 
+    def _finish(self, conn: _Connection) -> None:
+        """On the way out: send what is still queued (briefly blocking), then close."""
+        if conn.out and not conn.closed:
+            try:
+                conn.sock.settimeout(2.0)
+                for view in conn.out:
+                    conn.sock.sendall(view)
+            except OSError:
+                pass
+        self._close(conn)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _listen(self, on: bool) -> None:
+        if on and not self.accepting:
+            self.poller.register(self.listener_fd, select.EPOLLIN)
+            self.accepting = True
+        elif not on and self.accepting:
+            self.poller.unregister(self.listener_fd)
+            self.accepting = False
+
     def _accept(self) -> None:
         # Every worker watches the listening socket; the ones that lose the race get EAGAIN.
-        for _ in range(16):
-            try:
-                sock, _ = self.listener.accept()
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
-                    log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Connection(sock)
-            self.connections[sock.fileno()] = conn
-            self.selector.register(sock, selectors.EVENT_READ, conn)
+        try:
+            sock, _ = self.listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors: the listener stays readable, so without a pause this
+                # loop would spin.  Existing connections go on being served.
+                log.warning("accept failed: %s; not accepting for %.0fs", exc, ACCEPT_PAUSE)
+                self._listen(False)
+                self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+            elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
+                log.warning("accept failed: %s", exc)
+            return
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Connection(sock)
+        self.connections[sock.fileno()] = conn
+        self.poller.register(sock.fileno(), READ)
+        if len(self.connections) >= self.max_conns:
+            # At the announced FCGI_MAX_CONNS: leave further connections in the backlog,
+            # where another worker (or this one, once a connection closes) accepts them.
+            self._listen(False)
+
+    def _watch(self, conn: _Connection, events: int) -> None:
+        """Have the poller watch ``conn`` for ``events`` (0: not at all)."""
+        if conn.closed or events == conn.events:
+            return
+        fd = conn.sock.fileno()
+        if events == 0:
+            self.poller.unregister(fd)
+        elif conn.events == 0:
+            self.poller.register(fd, events)
+        else:
+            self.poller.modify(fd, events)
+        conn.events = events
 
     def _close_idle(self, now: float) -> None:
         for conn in list(self.connections.values()):
-            if not conn.requests and not conn.out and now - conn.last_active > IDLE_TIMEOUT:
-                self._close(conn)
+            if now - conn.last_active <= IDLE_TIMEOUT:
+                continue
+            if conn.active is not None and conn.active.complete:
+                continue  # waiting for its turn, not for the peer
+            if conn.active is not None or conn.out:
+                log.warning("closing a FastCGI connection that made no progress for %.0fs", IDLE_TIMEOUT)
+            self._close(conn)
 
     def _close(self, conn: _Connection) -> None:
-        fd = conn.sock.fileno()
-        if fd >= 0:
-            self.connections.pop(fd, None)
-            try:
-                self.selector.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-            conn.sock.close()
+        if conn.closed:
+            return
+        conn.closed = True
+        if conn.active is not None:
+            # A request still waiting to run is dropped: nobody would read its answer.
+            conn.active.cancelled = True
+            conn.active = None
+        conn.out.clear()
+        self.connections.pop(conn.sock.fileno(), None)
+        if conn.events:
+            with contextlib.suppress(OSError, ValueError):
+                self.poller.unregister(conn.sock.fileno())
+        conn.sock.close()
+        if self.serving and not self.accepting and not self.accept_paused_until and not self.stopping:
+            self._listen(len(self.connections) < self.max_conns)
 
     def rehearse(self, params: list[dict[str, str]]) -> None:
         """Run requests through the whole record path over a socket pair, before serving.
@@ -225,25 +390,28 @@ class Responder:
         theirs.settimeout(10)
         conn = _Connection(ours)
         self.connections[ours.fileno()] = conn
-        self.selector.register(ours, selectors.EVENT_READ, conn)
+        self.poller.register(ours.fileno(), READ)
         try:
             for request_id, values in enumerate(params, start=1):
                 pairs = b"".join(encode_pair(k.encode("latin-1"), v.encode("latin-1")) for k, v in values.items())
                 theirs.sendall(
-                    _record(BEGIN_REQUEST, request_id, bytes([0, RESPONDER, KEEP_CONN, 0, 0, 0, 0, 0]))
-                    + b"".join(_stream(PARAMS, request_id, pairs))
+                    _record(BEGIN_REQUEST, request_id, BEGIN_BODY.pack(RESPONDER, KEEP_CONN))
+                    + b"".join(frame_stream(PARAMS, request_id, [pairs]))
                     + _record(STDIN, request_id)
                 )
                 self._read(conn)
+                while self.ready:
+                    self._run_next()
                 while conn.out:
-                    self._flush(conn)
                     theirs.recv(RECV_SIZE)
+                    self._flush(conn)
                 theirs.setblocking(False)
                 with contextlib.suppress(BlockingIOError):
                     while theirs.recv(RECV_SIZE):
                         pass
                 theirs.setblocking(True)
         finally:
+            self.ready.clear()
             self._close(conn)
             theirs.close()
 
@@ -261,71 +429,178 @@ class Responder:
             self._close(conn)
             return
         conn.last_active = time.monotonic()
-        buffer = conn.buffer + data if conn.buffer else data
+        conn.buffer = conn.buffer + data if conn.buffer else data
+        self._parse(conn)
+
+    def _parse(self, conn: _Connection) -> None:
+        """Handle every complete record in ``conn.buffer`` that may be handled now."""
+        buffer = conn.buffer
         pos, end = 0, len(buffer)
+        held = False
+        conn.parsing = True
         try:
             while end - pos >= 8:
                 version, kind, request_id, length, padding = HEADER.unpack_from(buffer, pos)
                 if version != VERSION:
-                    raise ValueError(f"FastCGI version {version}")
+                    raise StreamError(f"FastCGI version {version}")
                 stop = pos + 8 + length + padding
                 if stop > end:
                     break
+                # Output pending, or the next request of a pipelining peer while this one is
+                # not answered yet: leave the rest unread until the output has gone.
+                if conn.out or (kind == BEGIN_REQUEST and conn.active is not None and conn.active.complete):
+                    held = True
+                    break
                 self._record(conn, kind, request_id, buffer[pos + 8 : pos + 8 + length])
                 pos = stop
-                if conn.sock.fileno() < 0:
+                if conn.closed:
                     return
-        except ValueError as exc:
-            log.warning("closing a FastCGI connection: %s", exc)
-            self._close(conn)
+        except StreamError as exc:
+            self._broken(conn, exc)
             return
-        conn.buffer = buffer[pos:]
+        finally:
+            conn.parsing = False
+        conn.buffer = buffer[pos:] if pos else buffer
+        # Holding a request, or sending: read nothing more (bounded memory; see _after_output).
+        if conn.out:
+            self._watch(conn, WRITE)
+        elif held:
+            self._watch(conn, 0)
 
     def _record(self, conn: _Connection, kind: int, request_id: int, content: bytes) -> None:
+        if request_id == 0:
+            self._management(conn, kind, content)
+            return
+        active = conn.active
         if kind == BEGIN_REQUEST:
-            if len(content) < 3:
-                raise ValueError("short BEGIN_REQUEST")
-            role = int.from_bytes(content[:2], "big")
-            request = _Request(request_id, role, content[2])
-            if role != RESPONDER:
-                self._send(conn, [_record(END_REQUEST, request_id, END_BODY.pack(0, UNKNOWN_ROLE))], request)
+            if len(content) != BEGIN_BODY.size:
+                raise StreamError("malformed FCGI_BEGIN_REQUEST", request_id=request_id)
+            role, flags = BEGIN_BODY.unpack(content)
+            if active is not None:
+                if active.request_id == request_id:
+                    raise StreamError("FCGI_BEGIN_REQUEST for a request in progress")
+                # Multiplexing is not offered (FCGI_MPXS_CONNS 0): refuse the second request.
+                self._queue(conn, _end_request(request_id, CANT_MPX_CONN))
                 return
-            conn.requests[request_id] = request
+            if role != RESPONDER:
+                self._queue(conn, _end_request(request_id, UNKNOWN_ROLE))
+                if not flags & KEEP_CONN:
+                    self._after_answer(conn, keep=False)
+                return
+            conn.active = _Request(request_id, flags)
             return
-        if kind == GET_VALUES:
-            values = decode_pairs(content)
-            answers = {"FCGI_MAX_CONNS": b"1024", "FCGI_MAX_REQS": b"1024", "FCGI_MPXS_CONNS": b"0"}
-            body = b"".join(encode_pair(n.encode(), answers[n]) for n in values if n in answers)
-            self._send(conn, [_record(GET_VALUES_RESULT, 0, body)], None)
+        if active is None or active.request_id != request_id:
+            return  # a record of a request not in progress (ended, aborted, refused): ignored
+        if kind == ABORT_REQUEST:
+            # Honoured until the application runs it; a request that has already been
+            # answered is not active any more, so a late abort lands in the line above.
+            active.cancelled = True
+            conn.active = None
+            self._queue(conn, _end_request(request_id))
+            if not active.flags & KEEP_CONN:
+                self._after_answer(conn, keep=False)
             return
-        known = conn.requests.get(request_id)
-        if known is None:
-            if request_id == 0:
-                self._send(conn, [_record(UNKNOWN_TYPE, 0, bytes([kind]) + b"\0" * 7)], None)
-            return  # a record for a request we do not know (ended or aborted): ignore it
-        request = known
-        if kind in STREAM_LIMITS:
+        if active.complete:
+            return  # the rest of a body over the limit, or input after both streams ended
+        if kind == PARAMS:
+            if active.environ is not None:
+                return  # after the end of the stream
             if content:
-                stream = request.streams[kind]
-                stream += content
-                if len(stream) > STREAM_LIMITS[kind]:
-                    raise ValueError(f"{STREAM_NAMES[kind]} too large")
+                if len(active.params) + len(content) > self.params_limit:
+                    raise StreamError(
+                        f"FCGI_PARAMS over {self.params_limit} bytes",
+                        "431 Request Header Fields Too Large",
+                        request_id,
+                    )
+                active.params += content
             else:
-                request.open_streams.discard(kind)
-        elif kind == ABORT_REQUEST:
-            del conn.requests[request_id]
-            self._send(conn, [_record(END_REQUEST, request_id, END_BODY.pack(0, REQUEST_COMPLETE))], request)
+                try:
+                    active.environ = decode_pairs(bytes(active.params))
+                except ValueError as exc:
+                    raise StreamError(f"FCGI_PARAMS: {exc}", request_id=request_id) from None
+                active.params = bytearray()
+        elif kind == STDIN:
+            if content:
+                active.body_seen += len(content)
+                if active.body_seen <= self.body_limit:
+                    active.body += content
+            else:
+                active.body_done = True
+        else:
+            return  # FCGI_DATA (filter role only) and anything unknown: ignored
+        # Ready once all input is there, or as soon as the body is over the application's
+        # limit: the application answers that from CONTENT_LENGTH, without the body.
+        if active.environ is not None and (active.body_done or active.body_seen > self.body_limit):
+            active.complete = True
+            self.ready.append((conn, active))
+
+    def _management(self, conn: _Connection, kind: int, content: bytes) -> None:
+        if kind == GET_VALUES:
+            try:
+                names = decode_pairs(content)
+            except ValueError as exc:
+                raise StreamError(f"FCGI_GET_VALUES: {exc}") from None
+            body = b"".join(encode_pair(n.encode(), self._values[n]) for n in names if n in self._values)
+            self._queue(conn, _record(GET_VALUES_RESULT, 0, body))
+        else:
+            self._queue(conn, _record(UNKNOWN_TYPE, 0, bytes([kind]) + b"\0" * 7))
+
+    def _broken(self, conn: _Connection, exc: StreamError) -> None:
+        """The stream cannot be followed: answer the request it was about, if any, then close."""
+        conn.broken = True
+        conn.buffer = b""
+        active = conn.active
+        answered = [exc.request_id] if exc.request_id is not None else []
+        if active is not None and not active.complete and active.request_id not in answered:
+            answered.append(active.request_id)
+        log.warning(
+            "FastCGI stream error, closing the connection: %s%s",
+            exc.reason,
+            f" (answered {exc.status[:3]} to request {', '.join(map(str, answered))})" if answered else "",
+        )
+        if active is not None and active.complete:
+            # A complete request before the bad bytes is still answered; the connection
+            # closes after that (see _after_answer).
+            self._watch(conn, 0 if not conn.out else WRITE)
             return
-        if not request.open_streams:
-            del conn.requests[request_id]
-            self._run(conn, request)
+        if active is not None:
+            active.cancelled = True
+            conn.active = None
+        for request_id in answered:
+            parts = frame_stream(STDOUT, request_id, [error_response(exc.status, exc.reason)])
+            parts.append(_end_request(request_id))
+            self._queue(conn, b"".join(parts))
+        self._after_answer(conn, keep=False)
 
     # -- running a request --------------------------------------------------------------------
 
-    def _run(self, conn: _Connection, request: _Request) -> None:
-        environ: dict[str, Any] = decode_pairs(bytes(request.streams[PARAMS]))
+    def _run_next(self) -> None:
+        conn, request = self.ready.popleft()
+        if conn.closed or request.cancelled or conn.active is not request:
+            return
+        response = self._call_app(request)
+        conn.active = None
+        if conn.closed:  # e.g. the application ran so long that the worker was told to stop
+            return
+        parts = frame_stream(STDOUT, request.request_id, response)
+        parts.append(_end_request(request.request_id))
+        self._queue(conn, b"".join(parts))
+        self._after_answer(conn, keep=bool(request.flags & KEEP_CONN) and not conn.broken)
+
+    def _call_app(self, request: _Request) -> list[bytes]:
+        """The application's whole response: the CGI response head, then the body chunks."""
+        assert request.environ is not None
+        environ: dict[str, Any] = request.environ
         environ.update(self._base_environ)
-        environ["wsgi.input"] = io.BytesIO(bytes(request.streams[STDIN]))
+        if request.body_seen > self.body_limit:
+            # Not kept: say how much there was, so the application refuses it (413) by its
+            # own rule, with its own headers; a request that does not need a body ignores it.
+            declared = environ.get("CONTENT_LENGTH", "")
+            length = max(request.body_seen, int(declared) if declared.isdigit() else 0)
+            environ["CONTENT_LENGTH"] = str(length)
+            environ["wsgi.input"] = io.BytesIO()
+        else:
+            environ["wsgi.input"] = io.BytesIO(bytes(request.body))
         environ["wsgi.url_scheme"] = "https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http"
         script = environ.setdefault("SCRIPT_NAME", "")
         if not environ.get("PATH_INFO"):
@@ -335,40 +610,51 @@ class Responder:
         environ.setdefault("QUERY_STRING", "")
         environ.setdefault("REQUEST_METHOD", "GET")
         head: list[bytes] = []
+        written: list[bytes] = []
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        def write(data: bytes) -> None:
+            # PEP 3333's imperative write: the response is sent whole when the application
+            # returns, so this only collects (nothing is sent before the status is final).
+            if not head:
+                raise AssertionError("write() before start_response()")
+            written.append(bytes(data))
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
+            if head and exc_info is None:
+                raise AssertionError("start_response() called twice without exc_info")
             lines = [f"Status: {status}\r\n"]
             lines.extend(f"{name}: {value}\r\n" for name, value in headers)
             lines.append("\r\n")
             head[:] = [("".join(lines)).encode("latin-1")]
+            return write
 
         self.busy = True
         try:
             result = self.app(environ, start_response)
             try:
-                body = b"".join(result)
+                for chunk in result:
+                    if chunk:
+                        written.append(chunk)
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+            if not head:
+                raise AssertionError("the application returned without calling start_response()")
         except Exception:
             # The application answers every error itself; this is the last resort.
             log.exception("application failed")
-            head[:] = [b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"]
-            body = b"internal error\n"
+            return [error_response("500 Internal Server Error", "internal error")]
         finally:
             self.busy = False
-        stdout = head[0] + body if head else body
-        parts = _stream(STDOUT, request.request_id, stdout)
-        parts.append(_record(END_REQUEST, request.request_id, END_BODY.pack(0, REQUEST_COMPLETE)))
-        self._send(conn, parts, request)
+        return [head[0], *written]
 
     # -- output -------------------------------------------------------------------------------
 
-    def _send(self, conn: _Connection, parts: Sequence[bytes | memoryview], request: _Request | None) -> None:
-        if request is not None and not request.flags & KEEP_CONN:
-            conn.closing = True
-        data = b"".join(parts)
+    def _queue(self, conn: _Connection, data: bytes) -> None:
+        """Send ``data`` now as far as the socket takes it; keep the rest, as a view, for later."""
+        if conn.closed:
+            return
         if not conn.out:
             try:
                 sent = conn.sock.send(data)
@@ -377,28 +663,46 @@ class Responder:
             except OSError:
                 self._close(conn)
                 return
-            data = data[sent:]
-        if data:
-            conn.out.append(data)
-            self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
-        elif conn.closing:
-            self._close(conn)
+            if sent == len(data):
+                return
+            conn.out.append(memoryview(data)[sent:])
+        else:
+            conn.out.append(memoryview(data))
+        self._watch(conn, WRITE)
+
+    def _after_answer(self, conn: _Connection, keep: bool) -> None:
+        """A request (or a refusal) was answered: close, go on reading, or wait for the output."""
+        if not keep or conn.broken:
+            conn.closing = True
+        if not conn.out:
+            self._after_output(conn)
 
     def _flush(self, conn: _Connection) -> None:
-        while conn.out:
+        out = conn.out
+        while out:
+            view = out[0]
             try:
-                sent = conn.sock.send(conn.out[0])
+                sent = conn.sock.send(view)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 self._close(conn)
                 return
-            if sent < len(conn.out[0]):
-                conn.out[0] = conn.out[0][sent:]
+            conn.last_active = time.monotonic()
+            if sent < len(view):
+                out[0] = view[sent:]  # a view of the same bytes: nothing is copied
                 return
-            conn.out.pop(0)
-        conn.last_active = time.monotonic()
-        if conn.closing:
+            out.popleft()
+        self._after_output(conn)
+
+    def _after_output(self, conn: _Connection) -> None:
+        """Everything queued has been sent."""
+        if conn.closing or (conn.broken and conn.active is None):
             self._close(conn)
-        else:
-            self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            return
+        if conn.broken:
+            self._watch(conn, 0)  # a complete request is still to be answered; read nothing
+            return
+        self._watch(conn, READ)
+        if conn.buffer and not conn.parsing and (conn.active is None or not conn.active.complete):
+            self._parse(conn)  # records that were held while the output was pending

@@ -1,4 +1,4 @@
-"""Front ends: the FastCGI pre-fork pool (flup's protocol handling), plain HTTP, debug stdin.
+"""Front ends: the FastCGI pre-fork pool (native responder or flup), plain HTTP, debug stdin.
 
 The FastCGI pool is a small supervisor and N forked workers sharing one listening socket:
 
@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 
 from flup.server.fcgi_base import BaseFCGIServer, Connection
 
+from . import SERVER_SOFTWARE
 from .fastcgi import Responder
 from .warmup import WarmUp
 
@@ -99,8 +100,9 @@ class _FastCGI(BaseFCGIServer):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app, multithreaded=False, multiprocess=True)
-        # One request per connection at a time; nginx and Apache never multiplex anyway.
-        # Bytes keys: flup looks FCGI_GET_VALUES names up as bytes (its own str keys never match).
+        # What a flup worker really does: one connection at a time (a kept one holds the worker
+        # until the web server closes it), one request on it at a time.  Bytes keys: flup looks
+        # FCGI_GET_VALUES names up as bytes (its own str keys never match).
         self.capability = {b"FCGI_MAX_CONNS": 1, b"FCGI_MAX_REQS": 1, b"FCGI_MPXS_CONNS": 0}
 
     def error(self, req: Any) -> None:
@@ -352,9 +354,28 @@ def serve_fastcgi(
 # -- plain HTTP -----------------------------------------------------------------------------------
 
 
+def _without_server_header(app: Any) -> Any:
+    """``app`` less its own Server header: gunicorn writes one on every response itself."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [(n, v) for n, v in headers if n.lower() != "server"], exc_info)
+
+        return app(environ, start)
+
+    return wrapped
+
+
 def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int) -> None:
     """The same application over HTTP, served by gunicorn's pre-fork sync workers."""
+    import gunicorn.http.wsgi
     from gunicorn.app.base import BaseApplication
+
+    # gunicorn puts "Server: gunicorn" before the application's headers, so the application's
+    # own would come second.  Its Response takes the value from this module global; set there
+    # (before the workers fork), every response gunicorn writes, its own error pages included,
+    # names this server once.
+    gunicorn.http.wsgi.SERVER = SERVER_SOFTWARE
 
     options = {
         "bind": bind,
@@ -376,7 +397,7 @@ def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int)
                 self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
-            return app_factory()
+            return _without_server_header(app_factory())
 
     _Gunicorn().run()
 

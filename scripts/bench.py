@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
 """iipsrv_py next to the C++ iipsrv (Debian's iipimage-server), behind the same nginx.
 
-    scripts/bench [--quick] [--workers N] [--duration S] [--markdown FILE]
+    scripts/bench [--quick] [--engine native|flup|both] [--workers N] [--duration S] [--markdown FILE]
 
 Both servers get the same images, the same worker count, the same cache size and the same
 URLs, through one nginx on loopback, each over a unix socket.  Every scenario runs wrk against
 one server, then the other, and the table shows requests per second, latency percentiles,
-errors, the peak resident memory of each worker pool and the ratio ours / iipsrv.
+errors, the peak resident memory of each worker pool and the ratio ours / iipsrv.  With
+``--engine both`` iipsrv-py runs twice, once per FastCGI engine (two pools side by side).
+
+Scenario 6 ("warm tiles while slow renders run") is about latency, not rate: slow renderings
+keep some workers busy while warm tiles are timed, once with nginx keeping FastCGI connections
+open and once without, because a kept connection belongs to one worker and a request sent on
+it waits while that worker renders.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import os
 import random
 import re
@@ -23,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -33,6 +41,7 @@ import tifffile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IIPSRV_CPP = "/usr/lib/iipimage-server/iipsrv.fcgi"
+ENGINES = ("native", "flup")
 CACHE_MB = 256  # MAX_IMAGE_CACHE_SIZE of both servers
 PATH = "/fcgi-bin/iipsrv.fcgi"
 
@@ -133,7 +142,8 @@ def wait_for_socket(path: str, timeout: float = 30.0) -> None:
 
 @dataclass
 class Server:
-    """One FastCGI pool on a unix socket: ours or the C++ iipsrv."""
+    """One FastCGI pool on a unix socket: iipsrv-py with one engine ("native", "flup") or the
+    C++ iipsrv ("iipsrv")."""
 
     name: str
     socket_path: str
@@ -142,14 +152,24 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     pids: list[int] = field(default_factory=list)
 
+    @property
+    def ours(self) -> bool:
+        return self.name in ENGINES
+
+    @property
+    def label(self) -> str:
+        return f"iipsrv-py {self.name}" if self.ours else "iipsrv 1.1"
+
     def command(self) -> list[str]:
-        if self.name == "ours":
+        if self.ours:
             return [
                 os.path.join(sys.prefix, "bin", "iipsrv-py"),
                 "--bind",
                 self.socket_path,
                 "--workers",
                 str(self.workers),
+                "--engine",
+                self.name,
             ]
         # spawn-fcgi -F N: N single-process iipsrv instances on one socket (iipsrv has no pool).
         # Not -n: in the foreground spawn-fcgi ignores -F and runs a single process.
@@ -159,7 +179,7 @@ class Server:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.env}
-        if self.name == "ours":
+        if self.ours:
             self.proc = subprocess.Popen(
                 self.command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
             )
@@ -180,7 +200,7 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: our supervisor's children, or spawn-fcgi's."""
-        if self.name != "ours":
+        if not self.ours:
             return [pid for pid in self.pids if os.path.exists(f"/proc/{pid}")]
         assert self.proc is not None
         pgid = self.proc.pid
@@ -207,7 +227,7 @@ class Server:
         return total / 1024
 
     def stop(self) -> None:
-        if self.name != "ours":
+        if not self.ours:
             self._stop_spawned()
             return
         if self.proc is None:
@@ -262,20 +282,33 @@ http {{
     access_log off;
     client_body_temp_path {dir}/body; fastcgi_temp_path {dir}/fastcgi;
     proxy_temp_path {dir}/proxy; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-    # iipsrv-py keeps FastCGI connections open (one worker watches many); iipsrv's libfcgi
-    # serves one connection at a time per process, so nginx must close them after each request.
-    upstream ours {{ server unix:{ours}; keepalive 32; }}
-    upstream cpp {{ server unix:{cpp}; }}
-    server {{
-        listen 127.0.0.1:{port_ours};
-        location {path} {{ fastcgi_pass ours; fastcgi_keep_conn on; include {dir}/params; }}
-    }}
-    server {{
-        listen 127.0.0.1:{port_cpp};
-        location {path} {{ fastcgi_pass cpp; include {dir}/params; }}
-    }}
+{fronts}
 }}
 """
+
+# One upstream and one server block per front end.  With kept connections: the upstream's
+# keepalive (idle connections cached per nginx worker) and fastcgi_keep_conn, as conf/nginx/
+# ships them.  Without: nginx connects, sends one request and the application closes.
+NGINX_FRONT = """
+    upstream {name} {{ server unix:{socket};{keepalive} }}
+    server {{
+        listen 127.0.0.1:{port};
+        location {path} {{ fastcgi_pass {name}; {keep_conn}include {dir}/params; fastcgi_read_timeout 120s; }}
+    }}
+"""
+KEEPALIVE = 32  # as conf/nginx/iipsrv_py-upstream.conf (--keepalive changes it)
+FRONT_ORDER = ("native", "native-per-request", "flup", "iipsrv")  # rows of the tables
+
+
+@dataclass(frozen=True)
+class Front:
+    """One nginx server block in front of one pool, with or without kept connections."""
+
+    name: str
+    server: Server
+    keepalive: int  # idle connections nginx keeps per worker process; 0: a connection per request
+    port: int = field(default_factory=lambda: free_port())
+
 
 FASTCGI_PARAMS = """
 fastcgi_param QUERY_STRING $query_string;
@@ -298,32 +331,36 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def nginx(workdir: str, ours: str, cpp: str, workers: int) -> Iterator[tuple[int, int]]:
-    ports = free_port(), free_port()
+def nginx(workdir: str, fronts: list[Front], workers: int) -> Iterator[None]:
     with open(os.path.join(workdir, "params"), "w") as handle:
         handle.write(FASTCGI_PARAMS)
+    blocks = "".join(
+        NGINX_FRONT.format(
+            name=front.name,
+            socket=front.server.socket_path,
+            keepalive=f" keepalive {front.keepalive};" if front.keepalive else "",
+            keep_conn="fastcgi_keep_conn on; " if front.keepalive else "",
+            port=front.port,
+            path=PATH,
+            dir=workdir,
+        )
+        for front in fronts
+    )
     conf = os.path.join(workdir, "nginx.conf")
     with open(conf, "w") as handle:
         handle.write(
             NGINX_CONF.format(
-                workers=workers,
-                dir=workdir,
-                user="user root;" if os.geteuid() == 0 else "",
-                ours=ours,
-                cpp=cpp,
-                port_ours=ports[0],
-                port_cpp=ports[1],
-                path=PATH,
+                workers=workers, dir=workdir, user="user root;" if os.geteuid() == 0 else "", fronts=blocks
             )
         )
     proc = subprocess.Popen(["nginx", "-p", workdir, "-c", conf], stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", ports[1]), 0.2):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", fronts[-1].port), 0.2):
                 break
             time.sleep(0.05)
-        yield ports
+        yield
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -531,33 +568,142 @@ def cold_tiles(
     return results, dropped
 
 
+# -- 6. warm tiles while slow renders run -------------------------------------------------------------
+
+
+def render_urls(image: Image, count: int, rng: random.Random, quick: bool) -> list[str]:
+    """Large downscales of the whole image, each size once (no cache can answer them)."""
+    low, high = (1000, 2000) if quick else (3000, 4000)
+    boxes: set[tuple[int, int]] = set()
+    while len(boxes) < count:
+        boxes.add((rng.randint(low, high), rng.randint(low, high)))
+    return [f"{PATH}?IIIF=/{image.name}/full/!{w},{h}/0/default.jpg" for w, h in boxes]
+
+
+class Renders:
+    """Background load: ``streams`` clients, each sending slow renderings one after another on a
+    kept HTTP connection to nginx, until stopped."""
+
+    def __init__(self, port: int, urls: list[str], streams: int) -> None:
+        self.port = port
+        self.urls = iter(urls)
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(streams)]
+
+    def _next(self) -> str | None:
+        with self.lock:
+            return next(self.urls, None)
+
+    def _run(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            while not self.stopping.is_set() and (url := self._next()) is not None:
+                started = time.perf_counter()
+                try:
+                    connection.request("GET", url)
+                    response = connection.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                except (OSError, http.client.HTTPException):
+                    connection.close()
+                    ok = False
+                with self.lock:
+                    if ok:
+                        self.latencies.append((time.perf_counter() - started) * 1000)
+                    else:
+                        self.failures += 1
+        finally:
+            connection.close()
+
+    def __enter__(self) -> Renders:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=150)
+
+
+@dataclass
+class BlockingResult:
+    label: str
+    kept: int
+    tiles: Result
+    renders: list[float]
+    render_failures: int
+
+
+def tiles_during_renders(
+    front: Front, tiles: list[str], renders: list[str], streams: int, workdir: str, duration: float
+) -> BlockingResult:
+    """Warm tiles timed by wrk (4 connections) while ``streams`` clients keep workers rendering."""
+    warm(front.port, tiles)
+    with Renders(front.port, renders, streams) as load:
+        time.sleep(min(1.0, duration / 4))  # let the first renderings start
+        result = run_wrk(front.port, tiles, workdir, duration, TILE_CONNECTIONS, once=False)
+    return BlockingResult(front.server.label, front.keepalive, result, sorted(load.latencies), load.failures)
+
+
+TILE_CONNECTIONS = 4
+
+
+def blocking_table(results: list[BlockingResult], streams: int, workers: int) -> str:
+    lines = [
+        f"| 6. warm tiles while slow renders run ({streams} of {workers} workers rendering) | nginx → FastCGI "
+        "| tile req/s | tile p50 ms | tile p99 ms | tile errors | renders done | render p50 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        kept = f"kept (`keepalive {r.kept}`, `fastcgi_keep_conn on`)" if r.kept else "a connection per request"
+        render_p50 = f"{statistics.median(r.renders):.0f}" if r.renders else "-"
+        failed = f" ({r.render_failures} failed)" if r.render_failures else ""
+        lines.append(
+            f"| {r.label} | {kept} | {r.tiles.rps:,.0f} | {r.tiles.p50:.2f} | {r.tiles.p99:.2f} | "
+            f"{r.tiles.errors} | {len(r.renders)}{failed} | {render_p50} |"
+        )
+    return "\n".join(lines)
+
+
 # -- report ----------------------------------------------------------------------------------------
 
 
-def table(rows: list[tuple[str, dict[str, Result | None]]], cold: tuple[dict[str, Result], bool] | None) -> str:
+def table(
+    rows: list[tuple[str, dict[str, Result | None]]],
+    cold: tuple[dict[str, Result], bool] | None,
+    labels: dict[str, str],
+) -> str:
+    """One row per server and scenario; each iipsrv-py row has its ratio to iipsrv 1.1."""
     lines = [
         "| scenario | server | req/s | p50 ms | p99 ms | errors | peak RSS MB | ours / iipsrv |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, results in rows:
-        ours, cpp = results["ours"], results.get("iipsrv")
-        ratio = f"**{ours.rps / cpp.rps:.2f}×**" if ours and cpp and cpp.rps else "n/a"
-        for label, result in (("iipsrv-py", ours), ("iipsrv 1.1", cpp)):
+        cpp = results.get("iipsrv")
+        for key, result in results.items():
+            label = labels[key]
             if result is None:
                 lines.append(f"| {name} | {label} | not supported | | | | | |")
                 continue
+            ratio = ""
+            if key != "iipsrv":
+                ratio = f"**{result.rps / cpp.rps:.2f}×**" if cpp and cpp.rps else "n/a"
             lines.append(
                 f"| {name} | {label} | {result.rps:,.0f} | {result.p50:.2f} | {result.p99:.2f} | "
-                f"{result.errors} | {result.rss:.0f} | {ratio if label == 'iipsrv-py' else ''} |"
+                f"{result.errors} | {result.rss:.0f} | {ratio} |"
             )
     if cold is not None:
         results, dropped = cold
         note = "server restarted, image not yet opened, its pages dropped" if dropped else "pages NOT dropped"
-        ours, cpp = results["ours"], results["iipsrv"]
-        for label, result in (("iipsrv-py", ours), ("iipsrv 1.1", cpp)):
-            ratio = f"**{cpp.p50 / ours.p50:.2f}×** (latency)" if label == "iipsrv-py" else ""
+        cpp = results["iipsrv"]
+        for key, result in results.items():
+            ratio = f"**{cpp.p50 / result.p50:.2f}×** (latency)" if key != "iipsrv" else ""
             lines.append(
-                f"| 5. cold first tile ({note}; median / max of {result.requests}) | {label} | | "
+                f"| 5. cold first tile ({note}; median / max of {result.requests}) | {labels[key]} | | "
                 f"{result.p50:.1f} | {result.p99:.1f} | 0 | {result.rss:.0f} | {ratio} |"
             )
     return "\n".join(lines)
@@ -569,11 +715,25 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes of each server")
     parser.add_argument("--duration", type=float, help="seconds of load per scenario and server (default 10)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent client connections")
+    parser.add_argument(
+        "--engine",
+        choices=(*ENGINES, "both"),
+        default="native",
+        help="FastCGI engine of iipsrv-py (both: one pool of each, side by side; default native)",
+    )
+    parser.add_argument(
+        "--keepalive",
+        type=int,
+        default=KEEPALIVE,
+        metavar="N",
+        help=f"nginx upstream keepalive for the native engine (default {KEEPALIVE}; 0: a connection per request)",
+    )
     parser.add_argument("--images", default=os.path.join(ROOT, ".bench"), help="where benchmark images are kept")
-    parser.add_argument("--markdown", help="also write the table to this file")
-    parser.add_argument("--only", help="comma-separated scenario numbers to run (e.g. 1,3b,5)")
+    parser.add_argument("--markdown", help="also write the tables to this file")
+    parser.add_argument("--only", help="comma-separated scenario numbers to run (e.g. 1,3b,5,6)")
     args = parser.parse_args()
     duration = args.duration or (2.0 if args.quick else 10.0)
+    engines = list(ENGINES) if args.engine == "both" else [args.engine]
     # Regions are requested once each: the lists must outlast the run at either server's rate.
     counts = (60, 3000, 3000) if args.quick else (3000, 20000, 40000)
     wanted = images(args.quick)
@@ -603,50 +763,85 @@ def main() -> int:
         scenarios = [s for s in scenarios if s.name.split(".")[0] in only]
     workdir = tempfile.mkdtemp(prefix="iipbench-")
     env = {"FILESYSTEM_PREFIX": args.images.rstrip("/") + "/", "VERBOSITY": "0", "MAX_IMAGE_CACHE_SIZE": str(CACHE_MB)}
-    ours = Server("ours", os.path.join(workdir, "ours.sock"), env, args.workers)
+    pools = [Server(engine, os.path.join(workdir, f"{engine}.sock"), env, args.workers) for engine in engines]
     cpp = Server("iipsrv", os.path.join(workdir, "cpp.sock"), env, args.workers)
+    # The main fronts: iipsrv-py with kept connections for the native engine only (a flup
+    # worker holds a kept connection until nginx closes it), iipsrv without (libfcgi serves
+    # one connection at a time per process).  Scenario 6 adds the native engine without them.
+    fronts = {
+        server.name: Front(server.name, server, keepalive=args.keepalive if server.name == "native" else 0)
+        for server in pools
+    }
+    fronts["iipsrv"] = Front("iipsrv", cpp, keepalive=0)
+    if "native" in engines and args.keepalive:
+        fronts["native-per-request"] = Front("native_per_request", fronts["native"].server, keepalive=0)
+    labels = {name: front.server.label for name, front in fronts.items()}
+    labels["native-per-request"] = "iipsrv-py native, a connection per request"
     rows: list[tuple[str, dict[str, Result | None]]] = []
+    blocking: list[BlockingResult] = []
+    streams = max(1, args.workers // 2)
+    cold = None
     try:
-        ours.start()
-        cpp.start()
-        with nginx(workdir, ours.socket_path, cpp.socket_path, args.workers) as (port_ours, port_cpp):
-            pairs = {"ours": (ours, port_ours), "iipsrv": (cpp, port_cpp)}
+        for server in (*pools, cpp):
+            server.start()
+        with nginx(workdir, list(fronts.values()), args.workers):
+            main_fronts = [name for name in fronts if name != "native-per-request"]
             for scenario in scenarios:
                 print(f"running {scenario.name} ...", file=sys.stderr, flush=True)
                 results: dict[str, Result | None] = {}
-                for name, (server, port) in pairs.items():
+                # Scenario 1 also compares the engines on equal terms: both without kept connections.
+                first = scenario.name.startswith("1.")
+                compared = [n for n in FRONT_ORDER if n in fronts and (first or n != "native-per-request")]
+                for name in compared:
+                    front = fronts[name]
                     if name == "iipsrv" and not scenario.cpp:
                         results[name] = None
                         continue
-                    status, _ = fetch(port, scenario.urls[0])
+                    status, _ = fetch(front.port, scenario.urls[0])
                     if status != 200:
                         raise RuntimeError(f"{name} answers {status} to {scenario.urls[0]}")
                     if scenario.warm:
-                        warm(port, scenario.urls)
-                    result = run_wrk(port, scenario.urls, workdir, duration, args.connections, once=not scenario.warm)
-                    result.rss = server.peak_rss_mb()
+                        warm(front.port, scenario.urls)
+                    result = run_wrk(
+                        front.port, scenario.urls, workdir, duration, args.connections, once=not scenario.warm
+                    )
+                    result.rss = front.server.peak_rss_mb()
                     results[name] = result
                 rows.append((scenario.name, results))
-            cold = None
+            if only is None or "6" in only:
+                print("running 6. warm tiles while slow renders run ...", file=sys.stderr, flush=True)
+                tiles = tile_urls(big, min(counts[0], 1000), random.Random(6))
+                for index, name in enumerate(n for n in FRONT_ORDER if n in fronts):
+                    renders = render_urls(big, 400, random.Random(600 + index), args.quick)
+                    blocking.append(tiles_during_renders(fronts[name], tiles, renders, streams, workdir, duration))
             if only is None or "5" in only:
                 print("running 5. cold first tiles ...", file=sys.stderr, flush=True)
                 cold_urls = tile_urls(big, 12, random.Random(5))
                 warm_up = f"{PATH}?FIF={lossless.name}&JTL=0,0"
+                pairs = {name: (fronts[name].server, fronts[name].port) for name in main_fronts}
                 cold = cold_tiles(pairs, cold_urls, warm_up, 3 if args.quick else 9, args.images)
     finally:
-        ours.stop()
-        cpp.stop()
+        for server in (*pools, cpp):
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    report = table(rows, cold)
+    report = table(rows, cold, labels) if rows or cold else ""
+    if blocking:
+        report += ("\n\n" if report else "") + blocking_table(blocking, streams, args.workers)
+    engine_text = " and ".join(f"iipsrv-py --engine {e} --workers {args.workers}" for e in engines)
     settings = (
-        f"Workers: {args.workers} per server (iipsrv-py --workers {args.workers}; "
-        f"spawn-fcgi -F {args.workers} iipsrv). "
+        f"Workers: {args.workers} per server ({engine_text}; spawn-fcgi -F {args.workers} iipsrv). "
         f"MAX_IMAGE_CACHE_SIZE={CACHE_MB} MB for both; iipsrv-py also keeps whole responses in that budget, "
         "revalidated by a stat on every request. nginx: same process, worker_processes "
-        f"{args.workers}; unix sockets; keep-alive FastCGI connections for iipsrv-py only (iipsrv cannot use them). "
+        f"{args.workers}; unix sockets; kept FastCGI connections (keepalive {args.keepalive}, fastcgi_keep_conn on) "
+        "for the native engine only (flup and iipsrv hold a kept connection until nginx closes it). "
         f"wrk: 2 threads, {args.connections} connections, {duration:g} s per run; URLs shuffled over "
         f"{counts[0]} tiles / {counts[1]} regions; warm scenarios request every URL once first."
     )
+    if blocking:
+        settings += (
+            f" Scenario 6: {streams} client(s) request whole-image downscales (each size once) one after another "
+            f"while wrk times warm tiles on {TILE_CONNECTIONS} connections for {duration:g} s."
+        )
     print(report)
     print()
     print(settings)

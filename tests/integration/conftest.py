@@ -35,11 +35,17 @@ def _time_limit(request: pytest.FixtureRequest) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+@pytest.fixture(scope="module", params=servers.ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The FastCGI engine (``--engine``) of the server a test starts: each test runs under both."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, fixtures: str) -> Iterator[servers.Stack]:
-    """One nginx -> iipsrv-py (2 workers, CORS=*) shared by the read-only tests of a module."""
-    workdir = str(tmp_path_factory.mktemp("stack"))
-    with servers.nginx_stack(workdir, workers=2, env={"CORS": "*"}) as front:
+def stack(tmp_path_factory: pytest.TempPathFactory, fixtures: str, engine: str) -> Iterator[servers.Stack]:
+    """One nginx -> iipsrv-py (2 workers, CORS=*, ``engine``) shared by the read-only tests of a module."""
+    workdir = str(tmp_path_factory.mktemp(f"stack-{engine}"))
+    with servers.nginx_stack(workdir, workers=2, env={"CORS": "*"}, engine=engine) as front:
         yield front
 
 

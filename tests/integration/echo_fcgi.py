@@ -1,7 +1,7 @@
 """A FastCGI application that answers with its WSGI environ as JSON, served by iipsrv_py's own
 pool and flup glue, so a test can see exactly what the shipped nginx configuration passes.
 
-    python echo_fcgi.py HOST:PORT|/path/to.sock
+    python echo_fcgi.py HOST:PORT|/path/to.sock [native|flup]
 """
 
 from __future__ import annotations
@@ -24,4 +24,5 @@ def echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
 
 
 if __name__ == "__main__":
-    server.serve_fastcgi(server.listen(sys.argv[1], 16), 1, lambda: echo)
+    engine = sys.argv[2] if len(sys.argv) > 2 else "native"
+    server.serve_fastcgi(server.listen(sys.argv[1], 16), 1, lambda: echo, engine)

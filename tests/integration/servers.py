@@ -32,6 +32,9 @@ NGINX_SNIPPET = os.path.join(helpers.ROOT, "conf", "nginx", "iipsrv_py.conf")
 NGINX_UPSTREAM = os.path.join(helpers.ROOT, "conf", "nginx", "iipsrv_py-upstream.conf")
 FCGI_PATH = "/fcgi-bin/iipsrv.fcgi"
 
+# The FastCGI engines of the pool (``--engine``); every nginx test runs under each.
+ENGINES = ("native", "flup")
+
 START_TIMEOUT = 20.0  # seconds for a process to accept connections (imports numpy, pyvips...)
 STOP_TIMEOUT = 5.0  # seconds for a process group to disappear after SIGTERM
 HTTP_TIMEOUT = (5.0, 20.0)  # connect, read
@@ -261,11 +264,16 @@ class IIPServer(Managed):
 
 
 def start_iipsrv(
-    workdir: str, bind: tuple[str, int] | str, workers: int = 2, env: dict[str, str] | None = None
+    workdir: str,
+    bind: tuple[str, int] | str,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    engine: str = "native",
 ) -> IIPServer:
-    """``iipsrv-py --bind ADDR --workers N``, ready to accept connections with all its workers."""
+    """``iipsrv-py --bind ADDR --workers N --engine E``, accepting connections with all its workers."""
     text = bind if isinstance(bind, str) else f"{bind[0]}:{bind[1]}"
-    server = IIPServer(workdir, [IIPSRV, "--bind", text, "--workers", str(workers)], bind, env)
+    argv = [IIPSRV, "--bind", text, "--workers", str(workers), "--engine", engine]
+    server = IIPServer(workdir, argv, bind, env)
     try:
         server.wait_accepting(bind)
         server.wait_workers(workers)
@@ -298,27 +306,47 @@ _FASTCGI_PASS = re.compile(r"^(?P<indent>[ \t]*)fastcgi_pass[ \t]+[^;#\n]+;", re
 
 
 _UPSTREAM_SERVER = re.compile(r"^(?P<indent>[ \t]*)server[ \t]+[^;#\n]+;", re.MULTILINE)
+# The two lines that keep FastCGI connections open, which the files say to remove for flup.
+_KEEP_CONN = re.compile(r"^[ \t]*fastcgi_keep_conn[ \t]+on;[ \t]*\n", re.MULTILINE)
+_KEEPALIVE = re.compile(r"^[ \t]*keepalive[ \t]+\d+;[ \t]*\n", re.MULTILINE)
 
 
-def nginx_location(upstream: str) -> str:
-    """The shipped location (conf/nginx/iipsrv_py.conf), unchanged; it passes to "iipsrv_py"."""
+def _without(pattern: re.Pattern[str], text: str, path: str) -> str:
+    lines = pattern.findall(text)
+    assert len(lines) == 1, f"{path} must have exactly one active {pattern.pattern!r} line"
+    return pattern.sub("", text)
+
+
+def nginx_location(upstream: str, keep_conn: bool = True) -> str:
+    """The shipped location (conf/nginx/iipsrv_py.conf); it passes to "iipsrv_py".  Without
+    ``keep_conn`` its fastcgi_keep_conn line is removed, as its comment says to for flup."""
     with open(NGINX_SNIPPET) as f:
         snippet = f.read()
     passes = _FASTCGI_PASS.findall(snippet)
     assert len(passes) == 1, f"{NGINX_SNIPPET} must have exactly one active fastcgi_pass line"
-    return snippet
+    return snippet if keep_conn else _without(_KEEP_CONN, snippet, NGINX_SNIPPET)
 
 
-def nginx_upstream(upstream: str) -> str:
-    """The shipped upstream (conf/nginx/iipsrv_py-upstream.conf) with its server at ``upstream``."""
+def nginx_upstream(upstream: str, keep_conn: bool = True) -> str:
+    """The shipped upstream (conf/nginx/iipsrv_py-upstream.conf) with its server at ``upstream``;
+    without ``keep_conn``, also without its keepalive line."""
     with open(NGINX_UPSTREAM) as f:
         text = f.read()
     servers = _UPSTREAM_SERVER.findall(text)
     assert len(servers) == 1, f"{NGINX_UPSTREAM} must have exactly one active server line"
-    return _UPSTREAM_SERVER.sub(lambda m: f"{m['indent']}server {upstream};", text)
+    text = _UPSTREAM_SERVER.sub(lambda m: f"{m['indent']}server {upstream};", text)
+    return text if keep_conn else _without(_KEEPALIVE, text, NGINX_UPSTREAM)
 
 
-def nginx_conf(workdir: str, port: int, upstream: str) -> str:
+def keeps_connections(engine: str) -> bool:
+    """Whether nginx may keep FastCGI connections to this engine open.  A flup worker serves
+    one connection at a time and holds a kept one until nginx closes it, so with more kept
+    connections than workers the others would wait in the backlog: the shipped files say to
+    remove the two keep-alive lines for flup, and the tests do so."""
+    return engine == "native"
+
+
+def nginx_conf(workdir: str, port: int, upstream: str, keep_conn: bool = True) -> str:
     # As root nginx would switch its workers to "nobody", who may not open the test's unix
     # socket; every file nginx writes is kept inside the private directory.
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -335,25 +363,25 @@ http {{
     fastcgi_temp_path {workdir}/fastcgi_temp;
     uwsgi_temp_path {workdir}/uwsgi_temp;
     scgi_temp_path {workdir}/scgi_temp;
-{nginx_upstream(upstream)}
+{nginx_upstream(upstream, keep_conn)}
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
-{nginx_location(upstream)}
+{nginx_location(upstream, keep_conn)}
     }}
 }}
 """
 
 
 class Nginx(Managed):
-    def __init__(self, workdir: str, upstream: str) -> None:
+    def __init__(self, workdir: str, upstream: str, keep_conn: bool = True) -> None:
         binary = helpers.require_binary("nginx")
         self.port = free_port()
         self.workdir = os.path.join(workdir, "nginx")
         os.makedirs(self.workdir, exist_ok=True)
         conf = os.path.join(self.workdir, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(nginx_conf(self.workdir, self.port, upstream))
+            f.write(nginx_conf(self.workdir, self.port, upstream, keep_conn))
         error_log = os.path.join(self.workdir, "error.log")
         argv = [binary, "-p", self.workdir + "/", "-e", error_log, "-c", conf]
         super().__init__("nginx", argv, self.workdir)
@@ -405,14 +433,19 @@ class Stack:
 
 @contextlib.contextmanager
 def nginx_stack(
-    workdir: str, bind: tuple[str, int] | str | None = None, workers: int = 2, env: dict[str, str] | None = None
+    workdir: str,
+    bind: tuple[str, int] | str | None = None,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    engine: str = "native",
 ) -> Iterator[Stack]:
-    """iipsrv-py (``--bind``, TCP on a free port unless told) behind a private nginx."""
+    """iipsrv-py (``--bind``, TCP on a free port unless told) behind a private nginx, which
+    keeps FastCGI connections open for the native engine only (see keeps_connections)."""
     helpers.require_binary("nginx")
     with contextlib.ExitStack() as stack:
-        server = start_iipsrv(workdir, bind or ("127.0.0.1", free_port()), workers, env)
+        server = start_iipsrv(workdir, bind or ("127.0.0.1", free_port()), workers, env, engine)
         stack.callback(server.stop)
-        nginx = Nginx(workdir, server.upstream)
+        nginx = Nginx(workdir, server.upstream, keeps_connections(engine))
         stack.callback(nginx.stop)
         front = Stack(server, nginx)
         stack.callback(front.close)
@@ -421,14 +454,18 @@ def nginx_stack(
 
 @contextlib.contextmanager
 def spawn_fcgi_stack(
-    workdir: str, bind: tuple[str, int] | str, env: dict[str, str] | None = None, args: list[str] | None = None
+    workdir: str,
+    bind: tuple[str, int] | str,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    engine: str = "native",
 ) -> Iterator[Stack]:
-    """spawn-fcgi -> iipsrv-py on fd 0, behind a private nginx."""
+    """spawn-fcgi -> iipsrv-py (``--engine E``) on fd 0, behind a private nginx."""
     helpers.require_binary("nginx")
     with contextlib.ExitStack() as stack:
-        server = start_spawn_fcgi(workdir, bind, env, args)
+        server = start_spawn_fcgi(workdir, bind, env, [*(args or []), "--engine", engine])
         stack.callback(server.stop)
-        nginx = Nginx(workdir, server.upstream)
+        nginx = Nginx(workdir, server.upstream, keeps_connections(engine))
         stack.callback(nginx.stop)
         front = Stack(server, nginx)
         stack.callback(front.close)

@@ -1,4 +1,5 @@
-"""scripts/bench still works: both servers behind one nginx, a table with both rows and a ratio.
+"""scripts/bench still works: both servers (iipsrv-py under both engines) behind one nginx, a
+table with a row each and ratios, and the latency table of scenario 6.
 
 Only proves the script runs (CI does not time anything): small images, one second per run.
 """
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 IIPSRV_CPP = "/usr/lib/iipimage-server/iipsrv.fcgi"
 
 
-@pytest.mark.time_limit(240)
+@pytest.mark.time_limit(280)
 def test_bench_quick_compares_both_servers(tmp_path) -> None:
     for program in ("wrk", "nginx", "spawn-fcgi"):
         helpers.require_binary(program)
@@ -31,8 +32,10 @@ def test_bench_quick_compares_both_servers(tmp_path) -> None:
             sys.executable,
             os.path.join(helpers.ROOT, "scripts", "bench.py"),
             "--quick",
+            "--engine",
+            "both",
             "--only",
-            "1,4",
+            "1,4,6",
             "--duration",
             "1",
             "--images",
@@ -42,17 +45,42 @@ def test_bench_quick_compares_both_servers(tmp_path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=230,
+        timeout=270,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     table = (tmp_path / "table.md").read_text()
-    for scenario in ("1. warm JPEG tiles", "4. metadata"):
+    servers = {
+        # Scenario 1 also compares the engines without kept connections.
+        "1. warm JPEG tiles": ["iipsrv-py native", "iipsrv-py native, a connection per request"],
+        "4. metadata": ["iipsrv-py native"],
+    }
+    for scenario, native in servers.items():
         rows = [line for line in table.splitlines() if line.startswith(f"| {scenario}")]
-        assert len(rows) == 2, table
-        ours, cpp = rows
-        assert "| iipsrv-py |" in ours and "| iipsrv 1.1 |" in cpp
-        rates = [float(re.split(r"\s*\|\s*", row)[3].replace(",", "")) for row in rows]
+        assert [cell(row, 2) for row in rows] == [*native, "iipsrv-py flup", "iipsrv 1.1"], table
+        rates = [float(cell(row, 3).replace(",", "")) for row in rows]
         assert all(rate > 0 for rate in rates), rows
-        errors = [int(re.split(r"\s*\|\s*", row)[6]) for row in rows]
-        assert errors == [0, 0], rows
-        assert re.search(r"\*\*[\d.]+×\*\*", ours), ours
+        assert all(int(cell(row, 6)) == 0 for row in rows), rows
+        for ours, rate in zip(rows[:-1], rates[:-1], strict=True):
+            ratio = re.fullmatch(r"\*\*([\d.]+)×\*\*", cell(ours, 8))
+            assert ratio, ours
+            assert abs(float(ratio.group(1)) - rate / rates[-1]) < 0.01 + 0.005 * rate / rates[-1]
+    # Scenario 6: one row per engine and connection mode, each with tile latencies and renders.
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| 6. warm tiles while slow renders run"))
+    blocking = [line for line in lines[header + 2 :] if line.startswith("| iipsrv")]
+    assert [(cell(row, 1), cell(row, 2).split(" ")[0]) for row in blocking] == [
+        ("iipsrv-py native", "kept"),
+        ("iipsrv-py native", "a"),
+        ("iipsrv-py flup", "a"),
+        ("iipsrv 1.1", "a"),
+    ], table
+    for row in blocking:
+        p50, p99 = float(cell(row, 4)), float(cell(row, 5))
+        assert 0 < p50 <= p99, row
+        assert int(cell(row, 6)) == 0, row
+        assert re.fullmatch(r"[1-9]\d*", cell(row, 7)), f"no slow rendering finished, or one failed: {row}"
+
+
+def cell(row: str, index: int) -> str:
+    """Column ``index`` (1 = first) of a markdown table row."""
+    return re.split(r"\s*\|\s*", row)[index]

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from iipsrv_py import __version__
+from iipsrv_py.app import MAX_POST_BODY
 from tests import helpers
 from tests.integration import reference, servers
 
@@ -51,20 +52,20 @@ def assert_workers_unchanged(stack: servers.Stack, before: list[int]) -> None:
 # -- the shipped nginx configuration ----------------------------------------------------------------
 
 
-def test_nginx_passes_what_the_server_reads(workdir: str) -> None:
+def test_nginx_passes_what_the_server_reads(workdir: str, engine: str) -> None:
     """The CGI variables of conf/nginx/iipsrv_py.conf, as the WSGI application receives them
     through iipsrv_py's own FastCGI pool (an application that echoes its environ)."""
     port = servers.free_port()
     with contextlib.ExitStack() as cleanup:
         echo = servers.Managed(
             "echo-fcgi",
-            [sys.executable, ECHO_APP, f"127.0.0.1:{port}"],
+            [sys.executable, ECHO_APP, f"127.0.0.1:{port}", engine],
             workdir,
             servers.base_env(PYTHONPATH=helpers.ROOT),
         )
         cleanup.callback(echo.stop)
         echo.wait_accepting(("127.0.0.1", port))
-        nginx = servers.Nginx(workdir, f"127.0.0.1:{port}")
+        nginx = servers.Nginx(workdir, f"127.0.0.1:{port}", servers.keeps_connections(engine))
         cleanup.callback(nginx.stop)
         session = cleanup.enter_context(servers.http_session())
         query = "FIF=dir/a%20b.tif&WID=200&CVT=jpeg"
@@ -161,6 +162,22 @@ def test_post_form_is_a_request(stack: servers.Stack) -> None:
     )
     assert response.status_code == 200
     assert response.content == b"Max-size:3000 2000\r\n"
+
+
+def test_posted_form_over_the_body_limit_is_413(stack: servers.Stack) -> None:
+    """The request body limit is the application's (MAX_POST_BODY) under either engine: one byte
+    over it is refused with the application's own 413 (CORS block included); at it, served."""
+    form = f"FIF={TABLES}&OBJ=Max-size&".encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    at_limit = stack.request("POST", data=form + b"x" * (MAX_POST_BODY - len(form)), headers=headers)
+    over = stack.request("POST", data=form + b"x" * (MAX_POST_BODY + 1 - len(form)), headers=headers)
+
+    assert (at_limit.status_code, at_limit.content) == (200, b"Max-size:3000 2000\r\n")
+    assert over.status_code == 413
+    assert over.headers["Server"] == f"iipsrv-py/{__version__}"
+    assert_cors(over)
+    # The connection nginx used for it is not left out of step: the next request is served.
+    assert stack.get(f"FIF={TABLES}&OBJ=Max-size").status_code == 200
 
 
 # -- tiles -----------------------------------------------------------------------------------------
@@ -399,10 +416,10 @@ def test_broken_files_do_not_hurt_the_worker(stack: servers.Stack, query: str, s
 # -- unix socket -----------------------------------------------------------------------------------
 
 
-def test_unix_socket_through_nginx(workdir: str) -> None:
+def test_unix_socket_through_nginx(workdir: str, engine: str) -> None:
     with servers.short_tempdir() as sockets:
         path = os.path.join(sockets, "iipsrv.sock")
-        with servers.nginx_stack(workdir, bind=path, workers=2) as stack:
+        with servers.nginx_stack(workdir, bind=path, workers=2, engine=engine) as stack:
             response = stack.get(f"FIF={TABLES}&JTL=4,27")
             assert response.status_code == 200
             assert np.array_equal(reference.decode(response.content, "JPEG"), reference.tile_pixels(TABLES, 4, 27))

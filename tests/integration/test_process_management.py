@@ -65,8 +65,8 @@ class Background:
 
 
 @pytest.mark.parametrize("count", [1, 3])
-def test_workers_option_starts_that_many(workdir: str, count: int) -> None:
-    with servers.nginx_stack(workdir, workers=count) as stack:
+def test_workers_option_starts_that_many(workdir: str, engine: str, count: int) -> None:
+    with servers.nginx_stack(workdir, engine=engine, workers=count) as stack:
         workers = stack.server.wait_workers(count)
         assert fetch_all(stack, 2 * count) == []
         time.sleep(0.3)
@@ -74,8 +74,8 @@ def test_workers_option_starts_that_many(workdir: str, count: int) -> None:
         assert f"FastCGI pool of {count} workers started" in stack.server.log()
 
 
-def test_killed_worker_is_replaced(workdir: str) -> None:
-    with servers.nginx_stack(workdir, workers=2) as stack:
+def test_killed_worker_is_replaced(workdir: str, engine: str) -> None:
+    with servers.nginx_stack(workdir, engine=engine, workers=2) as stack:
         before = stack.server.wait_workers(2)
         with servers.LoadLoop(stack, TILE_QUERIES) as load:
             servers.wait_until(lambda: load.done >= 10, 10, "the load to get going")
@@ -99,10 +99,10 @@ def test_killed_worker_is_replaced(workdir: str) -> None:
 
 
 @pytest.mark.parametrize("target", ["supervisor", "process group"])
-def test_sigterm_stops_the_pool(workdir: str, target: str) -> None:
+def test_sigterm_stops_the_pool(workdir: str, engine: str, target: str) -> None:
     """Whether only the supervisor is told (kill PID) or every process at once (systemd's
     control-group kill, a shell's kill -TERM -PGID), idle workers exit at once."""
-    with servers.nginx_stack(workdir, workers=3) as stack:
+    with servers.nginx_stack(workdir, engine=engine, workers=3) as stack:
         workers = stack.server.wait_workers(3)
         assert fetch_all(stack, 12) == []
         started = time.monotonic()
@@ -120,9 +120,9 @@ def test_sigterm_stops_the_pool(workdir: str, target: str) -> None:
         assert "did not stop" not in log, "an idle worker ignored SIGTERM and had to be killed"
 
 
-def test_sigterm_lets_a_short_request_finish(workdir: str) -> None:
+def test_sigterm_lets_a_short_request_finish(workdir: str, engine: str) -> None:
     """A rendering that takes well under the grace period is answered completely."""
-    with servers.nginx_stack(workdir, workers=2) as stack:
+    with servers.nginx_stack(workdir, engine=engine, workers=2) as stack:
         workers = stack.server.wait_workers(2)
         request = Background(stack, f"FIF={BIGGEST}&WID=3000&CVT=png")
         servers.wait_busy_worker(stack.server)
@@ -140,9 +140,9 @@ def test_sigterm_lets_a_short_request_finish(workdir: str) -> None:
             assert image.size == (3000, 2000)
 
 
-def test_sigterm_with_a_slow_request_in_flight(workdir: str) -> None:
+def test_sigterm_with_a_slow_request_in_flight(workdir: str, engine: str) -> None:
     """A rendering far longer than the grace period does not keep the pool alive."""
-    with servers.nginx_stack(workdir, workers=2) as stack:
+    with servers.nginx_stack(workdir, engine=engine, workers=2) as stack:
         workers = stack.server.wait_workers(2)
         # PNG at zlib level 9 of a 3000x2000 image: several seconds of work.
         request = Background(stack, f"FIF={BIGGEST}&WID=3000&QLT=9&CVT=png")
@@ -161,8 +161,8 @@ def test_sigterm_with_a_slow_request_in_flight(workdir: str) -> None:
         request.join(timeout=10)  # whatever nginx answered, the client is not left hanging
 
 
-def test_sighup_clears_caches_and_keeps_the_pool(workdir: str) -> None:
-    with servers.nginx_stack(workdir, workers=2) as stack:
+def test_sighup_clears_caches_and_keeps_the_pool(workdir: str, engine: str) -> None:
+    with servers.nginx_stack(workdir, engine=engine, workers=2) as stack:
         workers = stack.server.wait_workers(2)
         assert fetch_all(stack, 10) == []
         assert "caches cleared" not in stack.server.log()

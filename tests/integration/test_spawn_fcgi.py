@@ -28,11 +28,11 @@ def check_requests(stack: servers.Stack) -> None:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "unix"])
-def test_spawn_fcgi_behind_nginx(workdir: str, transport: str) -> None:
+def test_spawn_fcgi_behind_nginx(workdir: str, engine: str, transport: str) -> None:
     with servers.short_tempdir() as sockets:
         path = os.path.join(sockets, "iipsrv.sock")
         bind = path if transport == "unix" else ("127.0.0.1", servers.free_port())
-        with servers.spawn_fcgi_stack(workdir, bind) as stack:
+        with servers.spawn_fcgi_stack(workdir, bind, engine=engine) as stack:
             with open(f"/proc/{stack.server.pid}/cmdline", "rb") as f:
                 assert b"iipsrv-py" in f.read(), "spawn-fcgi -n execs the server in its own process"
             # On an inherited socket the process manager decides how many run: one worker.
@@ -47,19 +47,10 @@ def test_spawn_fcgi_behind_nginx(workdir: str, transport: str) -> None:
                 assert not os.path.exists(path)
 
 
-def test_spawn_fcgi_with_several_workers(workdir: str) -> None:
+def test_spawn_fcgi_with_several_workers(workdir: str, engine: str) -> None:
     bind = ("127.0.0.1", servers.free_port())
-    with servers.spawn_fcgi_stack(workdir, bind, args=["--workers", "3"]) as stack:
+    with servers.spawn_fcgi_stack(workdir, bind, args=["--workers", "3"], engine=engine) as stack:
         workers = stack.server.wait_workers(3)
         for _ in range(3):
             check_requests(stack)
         assert stack.server.workers() == workers
-
-
-def test_flup_engine_behind_nginx(workdir: str) -> None:
-    """``--engine flup`` (flup's own FastCGI code) answers the same, also on kept connections."""
-    bind = ("127.0.0.1", servers.free_port())
-    with servers.spawn_fcgi_stack(workdir, bind, args=["--engine", "flup", "--workers", "2"]) as stack:
-        stack.server.wait_workers(2)
-        for _ in range(3):
-            check_requests(stack)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iipsrv_py.fastcgi import Responder, decode_pairs, encode_pair
+from iipsrv_py.fastcgi import decode_pairs, encode_pair
+from tests import fcgi_client
 
 BEGIN, ABORT, END, PARAMS, STDIN, STDOUT, GET_VALUES, GET_VALUES_RESULT = 1, 2, 3, 4, 5, 6, 9, 10
 
@@ -87,17 +87,8 @@ def echo_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 @pytest.fixture
 def served(tmp_path) -> Iterator[str]:
     path = str(tmp_path / "fcgi.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(16)
-    responder = Responder(listener, echo_app)
-    thread = threading.Thread(target=responder.serve, daemon=True)
-    thread.start()
-    yield path
-    responder.stop()
-    thread.join(timeout=5)
-    listener.close()
-    assert not thread.is_alive()
+    with fcgi_client.responder(path, echo_app):
+        yield path
 
 
 @contextlib.contextmanager
