@@ -19,6 +19,15 @@ CPU-bound, and the pool has a worker per core.  Between two requests the worker 
 connections again (a zero-timeout select), so a request that waits behind another one can
 still be aborted, by an FCGI_ABORT_REQUEST or by the web server closing its connection.
 
+A kept connection belongs to one worker, and nginx hands a new request to any idle connection
+of its cache: while the worker renders for a second, a tile sent on another of its connections
+waits that second, whatever nginx's keepalive settings (measured: p99 0.5-1.3 s for warm tiles
+next to slow renders).  So a worker whose request has run for ``shed_after`` seconds gives up
+its idle kept connections (a watcher thread shuts them down; nothing else of the worker runs
+meanwhile): nginx drops a cached connection the moment it closes, and a request it had just
+sent on one fails as a cached connection's error, which nginx retries on another connection
+(GET and HEAD; a POST waiting there is left to wait).  Another worker answers it.
+
 What a worker promises, and keeps (FCGI_GET_VALUES answers the same numbers):
 
 * FCGI_MPXS_CONNS 0: one request at a time on a connection.  A BEGIN_REQUEST for a second
@@ -46,6 +55,7 @@ import select
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -79,6 +89,11 @@ READ = select.EPOLLIN | select.EPOLLRDHUP
 WRITE = select.EPOLLOUT
 ACCEPT_PAUSE = 1.0  # seconds without accept() after the process ran out of file descriptors
 SWEEP_INTERVAL = 10.0
+# How long a request may run before its worker gives up its idle kept connections (see above):
+# longer than any answer from a cache or a stored tile, shorter than a rendering anyone waits for.
+SHED_AFTER = 0.02
+# Requests a web server may send again on another connection when this one fails.
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS"))
 
 StartResponse = Callable[..., Any]
 App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -188,7 +203,19 @@ class _Request:
 
 
 class _Connection:
-    __slots__ = ("active", "broken", "buffer", "closed", "closing", "events", "last_active", "out", "parsing", "sock")
+    __slots__ = (
+        "active",
+        "broken",
+        "buffer",
+        "closed",
+        "closing",
+        "events",
+        "last_active",
+        "out",
+        "parsing",
+        "shed",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -199,8 +226,35 @@ class _Connection:
         self.broken = False  # the stream cannot be parsed further: answer what runs, then close
         self.closed = False
         self.parsing = False  # inside _parse: ``buffer`` still holds what is being parsed
+        self.shed = False  # shut down while the worker was busy: closed at the next look
         self.events = READ  # what the poller watches for now (0: nothing)
         self.last_active = time.monotonic()
+
+
+def _waiting_method(conn: _Connection) -> str | None:
+    """The method of a request the web server has sent on ``conn`` and the worker has not read
+    yet: None when nothing was sent, "" when the request is not complete enough to tell."""
+    try:
+        data = conn.sock.recv(PARAMS_LIMIT, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return None
+    if not data:
+        return None
+    params, pos = bytearray(), 0
+    while len(data) - pos >= HEADER.size:
+        _, kind, _, length, padding = HEADER.unpack_from(data, pos)
+        content = data[pos + HEADER.size : pos + HEADER.size + length]
+        if len(content) < length:
+            break
+        if kind == PARAMS:
+            if not content:
+                try:
+                    return decode_pairs(bytes(params)).get("REQUEST_METHOD", "GET")
+                except ValueError:
+                    return ""
+            params += content
+        pos += HEADER.size + length + padding
+    return ""
 
 
 class Responder:
@@ -214,6 +268,7 @@ class Responder:
         max_conns: int = MAX_CONNS,
         body_limit: int = MAX_POST_BODY,
         params_limit: int = PARAMS_LIMIT,
+        shed_after: float | None = None,
     ) -> None:
         self.listener = listener
         self.listener_fd = listener.fileno()
@@ -228,6 +283,14 @@ class Responder:
         self.serving = False
         self.stopping = False
         self.busy = False  # running the application right now
+        # Giving up idle kept connections during a long request (None: never).  The lock keeps
+        # the watcher thread and the loop apart: the watcher only acts while the application
+        # runs, and the loop takes the lock to start and to end a request.
+        self.shed_after = shed_after
+        self._lock = threading.Lock()
+        self._running: _Connection | None = None
+        self._started = 0.0
+        self._shed = False  # this request's connections have been shed already
         self.accepting = False  # the listener is in the poller
         self.accept_paused_until = 0.0
         self._base_environ = {
@@ -250,6 +313,8 @@ class Responder:
         self.listener.setblocking(False)
         self.serving = True
         self._listen(True)
+        if self.shed_after:
+            threading.Thread(target=self._watch_long_requests, name="shed-kept", daemon=True).start()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while not self.stopping:
@@ -260,7 +325,7 @@ class Responder:
                     if conn is None:
                         incoming = incoming or fd == self.listener_fd
                         continue
-                    if mask & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
+                    if conn.shed or mask & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
                         # The web server closed the connection: the FastCGI way to abort the
                         # requests on it when it does not multiplex.  Nothing will read an
                         # answer, so a request still waiting for its turn is not run.
@@ -291,6 +356,38 @@ class Responder:
 
     def stop(self) -> None:
         self.stopping = True
+
+    # -- long requests and kept connections ---------------------------------------------------
+
+    def _watch_long_requests(self) -> None:
+        """Watcher thread: shed the idle kept connections of a request that runs long."""
+        after = self.shed_after or 0.0
+        while not self.stopping:
+            time.sleep(after / 2)
+            with self._lock:
+                if self._running is not None and not self._shed and time.monotonic() - self._started >= after:
+                    self._shed = True
+                    self._shed_idle(after)
+
+    def _shed_idle(self, after: float) -> None:
+        """Shut down the connections nginx might send a request on (lock held, app running)."""
+        shed = 0
+        for conn in list(self.connections.values()):
+            if conn is self._running or conn.closed or conn.closing or conn.out:
+                continue
+            active = conn.active
+            if active is not None:
+                method = (active.environ or {}).get("REQUEST_METHOD", "")
+            else:
+                method = _waiting_method(conn)  # sent while the worker was busy, not read yet
+            if method is not None and method.upper() not in IDEMPOTENT:
+                continue  # a request nginx would not send again (or one still arriving): it waits
+            conn.shed = True
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            shed += 1
+        if shed:
+            log.debug("a request ran over %.0f ms: gave up %d kept connections", after * 1000, shed)
 
     def _finish(self, conn: _Connection) -> None:
         """On the way out: send what is still queued (briefly blocking), then close."""
@@ -576,9 +673,15 @@ class Responder:
 
     def _run_next(self) -> None:
         conn, request = self.ready.popleft()
+        if conn.shed:
+            self._close(conn)
         if conn.closed or request.cancelled or conn.active is not request:
             return
+        with self._lock:
+            self._running, self._started, self._shed = conn, time.monotonic(), False
         response = self._call_app(request)
+        with self._lock:
+            self._running = None
         conn.active = None
         if conn.closed:  # e.g. the application ran so long that the worker was told to stop
             return

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 from flup.server.fcgi_base import BaseFCGIServer, Connection
 
 from . import SERVER_SOFTWARE
-from .fastcgi import Responder
+from .fastcgi import SHED_AFTER, Responder
 from .warmup import WarmUp
 
 log = logging.getLogger("iipsrv_py.server")
@@ -123,7 +123,7 @@ class Worker:
         self.app = app_factory()
         self.engine = engine
         self.stopping = False
-        self.responder = Responder(sock, self.app) if engine == "native" else None
+        self.responder = Responder(sock, self.app, shed_after=SHED_AFTER) if engine == "native" else None
         if warm_up is not None and self.responder is not None:
             warm_up.rehearse_responder(self.responder)
         self.flup_busy = False

@@ -425,3 +425,58 @@ def test_a_worker_at_its_cap_leaves_new_connections_to_the_others(sock_path: str
         finally:
             for sock in socks:
                 sock.close()
+
+
+# -- a long request and the worker's other kept connections ----------------------------------------
+
+
+def test_a_long_request_gives_up_the_workers_idle_kept_connections(sock_path: str) -> None:
+    """nginx sends a request to any idle connection of its cache; on a busy worker it would wait
+    for the whole rendering.  After ``shed_after`` the worker closes its idle kept connections,
+    so nginx drops them (and retries a request it had just sent on one elsewhere)."""
+    app = Recorder()
+    with (
+        fc.responder(sock_path, app, shed_after=0.05),
+        fc.connect(sock_path) as busy,
+        fc.connect(sock_path) as idle,
+        fc.connect(sock_path) as late,
+    ):
+        for request_id, sock in enumerate((idle, late), start=1):  # kept, accepted, idle
+            sock.sendall(fc.get(request_id, "warm"))
+            assert fc.read_response(sock, request_id).status == 200
+        app.running.clear()
+        busy.sendall(fc.get(9, "slow=1.0"))
+        assert app.running.wait(5)
+        started = time.monotonic()
+        late.sendall(fc.get(3, "sent-to-a-busy-worker"))
+        assert fc.closed_by_peer(idle, timeout=0.5)
+        assert fc.closed_by_peer(late, timeout=0.5)
+        assert time.monotonic() - started < 0.5  # long before the rendering ends
+        assert fc.read_response(busy, 9).body == b"slow=1.0 0"  # the long request is answered
+        # The request sent on a shed connection never ran: the web server sends it again.
+        assert app.calls == ["warm", "warm", "slow=1.0"]
+
+
+def test_quick_requests_keep_their_connections(sock_path: str) -> None:
+    app = Recorder()
+    with fc.responder(sock_path, app, shed_after=0.05), fc.connect(sock_path) as one, fc.connect(sock_path) as two:
+        for i in range(20):
+            for sock in (one, two):
+                sock.sendall(fc.get(i + 1, "slow=0.01"))
+                assert fc.read_response(sock, i + 1).status == 200
+        assert not fc.closed_by_peer(one, timeout=0.1) and not fc.closed_by_peer(two, timeout=0.1)
+
+
+def test_a_post_waiting_behind_a_long_request_is_not_given_up(sock_path: str) -> None:
+    """nginx does not send a POST again on another connection: it waits for its turn."""
+    app = Recorder()
+    with fc.responder(sock_path, app, shed_after=0.05), fc.connect(sock_path) as busy, fc.connect(sock_path) as post:
+        post.sendall(fc.get(1, "warm"))
+        fc.read_response(post, 1)
+        app.running.clear()
+        busy.sendall(fc.get(2, "slow=0.5"))
+        assert app.running.wait(5)
+        time.sleep(0.01)
+        post.sendall(fc.request(3, fc.get_params("posted", REQUEST_METHOD="POST"), b""))
+        assert fc.read_response(post, 3).body == b"posted 0"
+        assert fc.read_response(busy, 2).status == 200
