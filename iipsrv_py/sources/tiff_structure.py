@@ -1,0 +1,340 @@
+"""The structure of a TIFF file, read only as far as a request needs it.
+
+Over S3 every read is a request, and a pyramid's IFDs are mostly the arrays of tile offsets and
+byte counts.  tifffile's ``TiffPage`` parses every tag of an IFD and loads those arrays with it,
+so opening an image from TiffPages reads (and parses) the arrays of every level.  Here an image
+is opened from IFD *summaries* instead: the entry table of each IFD is read, and tifffile's
+``TiffTag`` decodes only the entries that choosing levels and stack pages and the open-time
+checks need (sizes, tiles, samples, compression, subfile type, SubIFDs) -- the technique of
+tifffile's own ``TiffFrame``.  The full TiffPage of an IFD (offsets, JPEG tables, its decoder)
+is parsed when a tile of that level is first needed (``TiffStructure.full_page``).
+
+The first IFD is parsed whole when the file is opened: tifffile does so, and the image's
+metadata, colour layout and ICC profile come from it.  Files whose pages tifffile repairs after
+reading their tags (NDPI's 64-bit offsets, LSM, MetaMorph, Philips, ...) and IFDs it patches
+(old-style JPEG, sizes taken from the JPEG stream) are summarised from a full TiffPage, so that
+a summary always says what tifffile's page would say.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import tifffile
+
+from ..model import SourceIdentity
+from ..storage.base import Blob
+from . import tiff_levels
+
+log = logging.getLogger(__name__)
+
+# The tags of a summary, by code.
+NEW_SUBFILE_TYPE = 254
+SUBFILE_TYPE = 255
+IMAGE_WIDTH = 256
+IMAGE_LENGTH = 257
+BITS_PER_SAMPLE = 258
+COMPRESSION = 259
+PHOTOMETRIC = 262
+IMAGE_DESCRIPTION = 270
+SAMPLES_PER_PIXEL = 277
+ROWS_PER_STRIP = 278
+PLANAR_CONFIG = 284
+TILE_WIDTH = 322
+TILE_LENGTH = 323
+SUBIFDS = 330
+SAMPLE_FORMAT = 339
+IMAGE_DEPTH = 32997
+DOCUMENT_NAME = 269
+PAGE_NAME = 285
+SUMMARY_TAGS = frozenset(
+    {
+        NEW_SUBFILE_TYPE,
+        SUBFILE_TYPE,
+        IMAGE_WIDTH,
+        IMAGE_LENGTH,
+        BITS_PER_SAMPLE,
+        COMPRESSION,
+        PHOTOMETRIC,
+        SAMPLES_PER_PIXEL,
+        ROWS_PER_STRIP,
+        PLANAR_CONFIG,
+        TILE_WIDTH,
+        TILE_LENGTH,
+        SUBIFDS,
+        SAMPLE_FORMAT,
+        IMAGE_DEPTH,
+    }
+)
+COMPRESSION_OJPEG = 6
+# Kinds of file whose pages tifffile changes after reading their tags (TiffFile.is_<kind>).
+REPAIRED_KINDS = ("ndpi", "lsm", "stk", "philips", "vista", "indica")
+MAX_TAGS = 4096  # tifffile's limit: more entries than this is a corrupt IFD
+MAX_CHAIN = 65536  # IFDs followed in the chain
+
+
+@dataclass(frozen=True)
+class IfdSummary:
+    """What one IFD says about its image, as tifffile's TiffPage would say it, without the
+    arrays of tile (strip) offsets and byte counts.  ``entries`` is the raw entry table, kept
+    to decode further tags on demand (``read_tag``)."""
+
+    offset: int  # of the IFD in the file
+    index: tuple[int, ...]  # position in the IFD tree: (i,) in the chain, (i, k) SubIFD k of page i
+    width: int
+    length: int
+    depth: int
+    tile_width: int  # 0: stored in strips
+    tile_length: int
+    samples: int
+    bits: int | tuple[int, ...]  # a tuple only when the samples differ, as in tifffile
+    sample_format: int | tuple[int, ...]
+    planar: int
+    photometric: int
+    compression: int
+    subfile_type: int
+    rows_per_strip: int  # 0 when tiled
+    subifds: tuple[int, ...]
+    entries: bytes = field(default=b"", repr=False, compare=False)
+    entries_offset: int = field(default=0, repr=False, compare=False)  # file offset of ``entries``
+
+    @property
+    def is_tiled(self) -> bool:
+        return self.tile_width > 0
+
+
+def summary_of_page(page: tifffile.TiffPage, entries: bytes = b"", entries_offset: int = 0) -> IfdSummary:
+    """The summary of a fully parsed page (the reference a read summary must equal)."""
+    return IfdSummary(
+        offset=page.offset,
+        index=tuple(page._index),
+        width=int(page.imagewidth),
+        length=int(page.imagelength),
+        depth=int(page.imagedepth),
+        tile_width=int(page.tilewidth),
+        tile_length=int(page.tilelength),
+        samples=int(page.samplesperpixel),
+        bits=_number(page.bitspersample),
+        sample_format=_number(page.sampleformat),
+        planar=int(page.planarconfig),
+        photometric=int(page.photometric),
+        compression=int(page.compression),
+        subfile_type=int(page.subfiletype),
+        rows_per_strip=int(page.rowsperstrip),
+        subifds=tuple(int(v) for v in page.subifds or ()),
+        entries=entries,
+        entries_offset=entries_offset,
+    )
+
+
+def _number(value: Any) -> int | tuple[int, ...]:
+    return tuple(int(v) for v in value) if isinstance(value, tuple) else int(value)
+
+
+def _read_ifd(tif: tifffile.TiffFile, offset: int) -> tuple[bytes, int, int]:
+    """``(entry table, its file offset, offset of the next IFD)`` of the IFD at ``offset``:
+    two reads, the entry count and then exactly the entries and the next-IFD pointer (a
+    larger read would take in the offset arrays that writers put right after the table)."""
+    tiff = tif.tiff
+    fh = tif.filehandle
+    if not 8 <= offset < fh.size:
+        raise tifffile.TiffFileError(f"IFD offset {offset} outside the file")
+    fh.seek(offset)
+    head = fh.read(tiff.tagnosize)
+    if len(head) != tiff.tagnosize:
+        raise tifffile.TiffFileError(f"corrupted tag list @{offset}")
+    count = struct.unpack(tiff.tagnoformat, head)[0]
+    if count > MAX_TAGS:
+        raise tifffile.TiffFileError(f"suspicious number of tags {count} @{offset}")
+    size = count * tiff.tagsize
+    data = fh.read(size + tiff.offsetsize)
+    if len(data) < size:
+        raise tifffile.TiffFileError(f"corrupted IFD structure @{offset}")
+    # A table that ends with the file has no next pointer: the chain ends there.
+    following = struct.unpack(tiff.offsetformat, data[size:])[0] if len(data) == size + tiff.offsetsize else 0
+    return data[:size], offset + tiff.tagnosize, int(following)
+
+
+def _entries(tif: tifffile.TiffFile, entries: bytes, entries_offset: int, codes: frozenset[int]) -> dict[int, Any]:
+    """The tags of an entry table whose code is in ``codes``, decoded by tifffile (first
+    occurrence of a code wins, as ``TiffTags.valueof`` reads it).  A broken entry is left out,
+    as TiffPage leaves it out."""
+    tagsize = tif.tiff.tagsize
+    codeformat = tif.tiff.tagformat1[:2]
+    found: dict[int, Any] = {}
+    for start in range(0, len(entries), tagsize):
+        code = struct.unpack(codeformat, entries[start : start + 2])[0]
+        if code not in codes or code in found:
+            continue
+        header = entries[start : start + tagsize]
+        try:
+            found[code] = tifffile.TiffTag.fromfile(tif, offset=entries_offset + start, header=header)
+        except tifffile.TiffFileError as exc:
+            log.debug("IFD entry %d @%d skipped: %s", code, entries_offset + start, exc)
+    return found
+
+
+def read_tag(tif: tifffile.TiffFile, summary: IfdSummary, code: int) -> Any:
+    """The value of one tag of a summarised IFD (read from the file now if it lies outside
+    the entry), or None when the IFD does not have it."""
+    tag = _entries(tif, summary.entries, summary.entries_offset, frozenset((code,))).get(code)
+    return None if tag is None else tag.value
+
+
+def _needs_full_page(tif: tifffile.TiffFile, tags: dict[int, Any]) -> bool:
+    """IFDs whose tags tifffile's TiffPage changes after reading them."""
+    if any(getattr(tif, f"is_{kind}") for kind in REPAIRED_KINDS):
+        return True
+    compression = tags.get(COMPRESSION)
+    if compression is not None and compression.value == COMPRESSION_OJPEG:
+        return True
+    return IMAGE_WIDTH not in tags or IMAGE_LENGTH not in tags
+
+
+def _per_sample(tag: Any, samples: int, default: int) -> int | tuple[int, ...]:
+    """BitsPerSample or SampleFormat as TiffPage reduces it: one number when every sample
+    agrees (LSM files may list more values than samples)."""
+    if tag is None:
+        return default
+    value = tag.value
+    if tag.count == 1:
+        return int(value)
+    values = tuple(int(v) for v in value[:samples])
+    return values if any(v != values[0] for v in values) else values[0]
+
+
+def read_summary(tif: tifffile.TiffFile, offset: int, index: tuple[int, ...]) -> tuple[IfdSummary, int]:
+    """The summary of the IFD at ``offset`` and the offset of the next IFD in its chain."""
+    entries, entries_offset, following = _read_ifd(tif, offset)
+    tags = _entries(tif, entries, entries_offset, SUMMARY_TAGS)
+    if _needs_full_page(tif, tags):
+        return summary_of_page(parse_page(tif, offset, index), entries, entries_offset), following
+
+    def value(code: int, default: int) -> int:
+        tag = tags.get(code)
+        return default if tag is None else int(tag.value)
+
+    page = tifffile.TiffPage  # its class attributes are the defaults of absent tags
+    samples = value(SAMPLES_PER_PIXEL, page.samplesperpixel)
+    length = value(IMAGE_LENGTH, page.imagelength)
+    subfile_type = value(NEW_SUBFILE_TYPE, page.subfiletype)
+    if subfile_type == 0:
+        # The old SubfileType: 2 is a reduced image, 3 a page of a multi-page image.
+        subfile_type = {2: 0b1, 3: 0b10}.get(value(SUBFILE_TYPE, 0), 0)
+    if TILE_WIDTH in tags:
+        rows = 0
+    else:
+        strip_rows = tags.get(ROWS_PER_STRIP)
+        rows = length if strip_rows is None or strip_rows.count > 1 else int(strip_rows.value)
+        rows = min(rows, length)
+    subifds = tags.get(SUBIFDS)
+    summary = IfdSummary(
+        offset=offset,
+        index=index,
+        width=value(IMAGE_WIDTH, page.imagewidth),
+        length=length,
+        depth=value(IMAGE_DEPTH, page.imagedepth),
+        tile_width=value(TILE_WIDTH, page.tilewidth),
+        tile_length=value(TILE_LENGTH, page.tilelength),
+        samples=samples,
+        bits=_per_sample(tags.get(BITS_PER_SAMPLE), samples, page.bitspersample),
+        sample_format=_per_sample(tags.get(SAMPLE_FORMAT), samples, page.sampleformat),
+        planar=value(PLANAR_CONFIG, page.planarconfig),
+        photometric=value(PHOTOMETRIC, page.photometric),
+        compression=value(COMPRESSION, page.compression),
+        subfile_type=subfile_type,
+        rows_per_strip=rows,
+        subifds=tuple(int(v) for v in subifds.value or ()) if subifds is not None else (),
+        entries=entries,
+        entries_offset=entries_offset,
+    )
+    return summary, following
+
+
+def parse_page(tif: tifffile.TiffFile, offset: int, index: tuple[int, ...]) -> tifffile.TiffPage:
+    """The IFD at ``offset`` parsed whole by tifffile (offset arrays, JPEG tables, decoder)."""
+    tif.filehandle.seek(offset)
+    return tifffile.TiffPage(tif, index=index if len(index) > 1 else index[0])
+
+
+def read_chain(tif: tifffile.TiffFile) -> tuple[IfdSummary, ...]:
+    """Summaries of the IFD chain from the first IFD, following the next-IFD pointers.
+
+    The chain ends, as tifffile ends it, at a zero pointer, at a pointer outside the file, at
+    an IFD seen before (a loop) or at an IFD that cannot be read (logged); the first IFD
+    must be readable."""
+    summaries: list[IfdSummary] = []
+    seen: set[int] = set()
+    offset = int(tif.pages.first.offset)
+    while offset and len(summaries) < MAX_CHAIN:
+        if offset in seen:
+            log.warning("%s: IFD chain loops back to offset %d", tif.filehandle.name, offset)
+            break
+        seen.add(offset)
+        try:
+            summary, offset = read_summary(tif, offset, (len(summaries),))
+        except tifffile.TiffFileError as exc:
+            if not summaries:
+                raise
+            log.warning("%s: IFD chain ends at an unreadable IFD: %s", tif.filehandle.name, exc)
+            break
+        summaries.append(summary)
+    return tuple(summaries)
+
+
+def read_subifds(tif: tifffile.TiffFile, parent: IfdSummary) -> tuple[IfdSummary, ...]:
+    """Summaries of the SubIFDs of an IFD (none when the first offset is 0, as tifffile reads
+    such a tag)."""
+    if not parent.subifds or parent.subifds[0] == 0:
+        return ()
+    return tuple(read_summary(tif, offset, (*parent.index, k))[0] for k, offset in enumerate(parent.subifds))
+
+
+class TiffStructure:
+    """An opened TIFF file: tifffile's file with its first page parsed, the summaries of its
+    IFD chain and where its stack pages start.  Shared by the sources of the file's stack
+    pages; the levels of a page are read when that page is first used."""
+
+    def __init__(self, blob: Blob) -> None:
+        """Parse the header, the first IFD in full and the chain's summaries.  tifffile's
+        exceptions propagate: the caller decides what an unreadable file means."""
+        self.blob = blob
+        self.name = blob.name
+        self.identity: SourceIdentity = blob.identity
+        self.tif = tifffile.TiffFile(blob.stream())
+        self.first: tifffile.TiffPage = self.tif.pages.first
+        self.chain = read_chain(self.tif)
+        self.stack = tiff_levels.stack_starts(self.chain)
+
+    def levels(self, page: int) -> tuple[IfdSummary, ...]:
+        """The pyramid of stack page ``page``: its SubIFDs, or the reduced IFDs of the chain up
+        to the next stack page; full size first."""
+        start = self.stack[page]
+        end = self.stack[page + 1] if page + 1 < len(self.stack) else len(self.chain)
+        base = self.chain[start]
+        candidates = read_subifds(self.tif, base) if base.subifds else self.chain[start + 1 : end]
+        return tiff_levels.pyramid(base, candidates)
+
+    def full_page(self, summary: IfdSummary) -> tifffile.TiffPage:
+        """The TiffPage of a summarised IFD: the first page as parsed at open, any other
+        parsed now (callers keep it)."""
+        if summary.offset == self.first.offset:
+            return self.first
+        return parse_page(self.tif, summary.offset, summary.index)
+
+    def tag(self, summary: IfdSummary, code: int) -> Any:
+        return read_tag(self.tif, summary, code)
+
+    def page_names(self) -> tuple[str, ...]:
+        """Names of the stack pages (PageName, else DocumentName, else ``page N``); none for a
+        single image."""
+        if len(self.stack) < 2:
+            return ()
+        names = []
+        for number, position in enumerate(self.stack):
+            summary = self.chain[position]
+            names.append(tiff_levels.page_name(number, self.tag(summary, PAGE_NAME), self.tag(summary, DOCUMENT_NAME)))
+        return tuple(names)
