@@ -26,19 +26,25 @@ from . import pixels
 from .tiff_levels import text
 from .tiff_structure import IfdSummary
 
-# TIFF tag -> iipsrv metadata key (SPEC section 5).
+# TIFF tag code -> iipsrv metadata key (SPEC section 5).  Tags are looked up by code: a
+# lookup by name makes tifffile compare the name of every tag of the page.
 TAG_KEYS = {
-    "Artist": "creator",
-    "Copyright": "rights",
-    "DateTime": "date",
-    "ImageDescription": "description",
-    "DocumentName": "title",
-    "PageName": "pagename",
-    "Software": "software",
-    "Make": "make",
-    "Model": "model",
-    "XMLPacket": "xmp",
+    315: "creator",  # Artist
+    33432: "rights",  # Copyright
+    306: "date",  # DateTime
+    270: "description",  # ImageDescription
+    269: "title",  # DocumentName
+    285: "pagename",  # PageName
+    305: "software",  # Software
+    271: "make",  # Make
+    272: "model",  # Model
+    700: "xmp",  # XMLPacket (tifffile's "XMP")
 }
+SMIN_SAMPLE_VALUE = 340
+SMAX_SAMPLE_VALUE = 341
+X_RESOLUTION = 282
+Y_RESOLUTION = 283
+RESOLUTION_UNIT = 296
 
 PHOTOMETRIC_MINISWHITE = 0
 PHOTOMETRIC_MINISBLACK = 1
@@ -113,8 +119,8 @@ def describe(
         # 8-bit samples are shown as stored; the tags are reported for MINMAX (iipsrv).
         tags = first.tags
         spp = first.samplesperpixel
-        lows = _sample_values(tags.valueof("SMinSampleValue"), 0.0, spp)
-        highs = _sample_values(tags.valueof("SMaxSampleValue"), 255.0, spp)
+        lows = _sample_values(tags.valueof(SMIN_SAMPLE_VALUE), 0.0, spp)
+        highs = _sample_values(tags.valueof(SMAX_SAMPLE_VALUE), 255.0, spp)
         mins, maxs = tuple(lows[b] for b in layout.bands), tuple(highs[b] for b in layout.bands)
     else:
         mins, maxs = conversion.minimum, conversion.maximum
@@ -214,10 +220,10 @@ def _layout(page: tifffile.TiffPage, name: str) -> _Layout:
     dtype = np.dtype(page.dtype)
     minimum = maximum = None
     tags = page.tags
-    if tags.get("SMinSampleValue") is not None and tags.get("SMaxSampleValue") is not None:
+    if tags.get(SMIN_SAMPLE_VALUE) is not None and tags.get(SMAX_SAMPLE_VALUE) is not None:
         low, high = pixels.sample_range(dtype, page.bitspersample)
-        lows = _sample_values(tags.valueof("SMinSampleValue"), low, spp)
-        highs = _sample_values(tags.valueof("SMaxSampleValue"), high, spp)
+        lows = _sample_values(tags.valueof(SMIN_SAMPLE_VALUE), low, spp)
+        highs = _sample_values(tags.valueof(SMAX_SAMPLE_VALUE), high, spp)
         minimum, maximum = tuple(lows[b] for b in bands), tuple(highs[b] for b in bands)
     conversion = pixels.for_samples(
         dtype, len(bands), minimum, maximum, photometric == PHOTOMETRIC_MINISWHITE, page.bitspersample
@@ -240,9 +246,9 @@ def _passes_through(page: tifffile.TiffPage, layout: _Layout) -> bool:
 
 
 def _dpi(page: tifffile.TiffPage) -> tuple[float, float] | None:
-    xres = page.tags.valueof("XResolution")
-    yres = page.tags.valueof("YResolution")
-    unit = int(page.tags.valueof("ResolutionUnit", 2))
+    xres = page.tags.valueof(X_RESOLUTION)
+    yres = page.tags.valueof(Y_RESOLUTION)
+    unit = int(page.tags.valueof(RESOLUTION_UNIT, 2))
     if not xres or not yres or unit not in (2, 3):
         return None
     try:
@@ -258,8 +264,8 @@ def _dpi(page: tifffile.TiffPage) -> tuple[float, float] | None:
 
 def _metadata(page: tifffile.TiffPage) -> tuple[tuple[str, str], ...]:
     found: dict[str, str] = {}
-    for tag_name, key in TAG_KEYS.items():
-        tag = page.tags.get(tag_name)
+    for code, key in TAG_KEYS.items():
+        tag = page.tags.get(code)
         if tag is not None:
             value = text(tag.value)
             if value:

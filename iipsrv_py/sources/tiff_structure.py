@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import tifffile
 
@@ -76,14 +75,16 @@ MAX_TAGS = 4096  # tifffile's limit: more entries than this is a corrupt IFD
 MAX_CHAIN = 65536  # IFDs followed in the chain
 
 
-@dataclass(frozen=True)
-class IfdSummary:
+class IfdSummary(NamedTuple):
     """What one IFD says about its image, as tifffile's TiffPage would say it, without the
     arrays of tile (strip) offsets and byte counts.  ``entries`` is the raw entry table, kept
-    to decode further tags on demand (``read_tag``)."""
+    to decode further tags on demand (``read_tag``).
+
+    A named tuple rather than a frozen dataclass: one is made per IFD of every image opened,
+    and a frozen dataclass of this many fields costs several times as much to build."""
 
     offset: int  # of the IFD in the file
-    index: tuple[int, ...]  # position in the IFD tree: (i,) in the chain, (i, k) SubIFD k of page i
+    position: tuple[int, ...]  # position in the IFD tree: (i,) in the chain, (i, k) SubIFD k of page i
     width: int
     length: int
     depth: int
@@ -98,8 +99,8 @@ class IfdSummary:
     subfile_type: int
     rows_per_strip: int  # 0 when tiled
     subifds: tuple[int, ...]
-    entries: bytes = field(default=b"", repr=False, compare=False)
-    entries_offset: int = field(default=0, repr=False, compare=False)  # file offset of ``entries``
+    entries: bytes = b""
+    entries_offset: int = 0  # file offset of ``entries``
 
     @property
     def is_tiled(self) -> bool:
@@ -110,7 +111,7 @@ def summary_of_page(page: tifffile.TiffPage, entries: bytes = b"", entries_offse
     """The summary of a fully parsed page (the reference a read summary must equal)."""
     return IfdSummary(
         offset=page.offset,
-        index=tuple(page._index),
+        position=tuple(page._index),
         width=int(page.imagewidth),
         length=int(page.imagelength),
         depth=int(page.imagedepth),
@@ -206,9 +207,14 @@ def _per_sample(tag: Any, samples: int, default: int) -> int | tuple[int, ...]:
     return values if any(v != values[0] for v in values) else values[0]
 
 
-def read_summary(tif: tifffile.TiffFile, offset: int, index: tuple[int, ...]) -> tuple[IfdSummary, int]:
-    """The summary of the IFD at ``offset`` and the offset of the next IFD in its chain."""
+def read_summary(
+    tif: tifffile.TiffFile, offset: int, index: tuple[int, ...], page: tifffile.TiffPage | None = None
+) -> tuple[IfdSummary, int]:
+    """The summary of the IFD at ``offset`` and the offset of the next IFD in its chain
+    (``page``: the IFD already parsed whole, as the first one is)."""
     entries, entries_offset, following = _read_ifd(tif, offset)
+    if page is not None:
+        return summary_of_page(page, entries, entries_offset), following
     tags = _entries(tif, entries, entries_offset, SUMMARY_TAGS)
     if _needs_full_page(tif, tags):
         return summary_of_page(parse_page(tif, offset, index), entries, entries_offset), following
@@ -217,10 +223,10 @@ def read_summary(tif: tifffile.TiffFile, offset: int, index: tuple[int, ...]) ->
         tag = tags.get(code)
         return default if tag is None else int(tag.value)
 
-    page = tifffile.TiffPage  # its class attributes are the defaults of absent tags
-    samples = value(SAMPLES_PER_PIXEL, page.samplesperpixel)
-    length = value(IMAGE_LENGTH, page.imagelength)
-    subfile_type = value(NEW_SUBFILE_TYPE, page.subfiletype)
+    defaults = tifffile.TiffPage  # its class attributes are the defaults of absent tags
+    samples = value(SAMPLES_PER_PIXEL, defaults.samplesperpixel)
+    length = value(IMAGE_LENGTH, defaults.imagelength)
+    subfile_type = value(NEW_SUBFILE_TYPE, defaults.subfiletype)
     if subfile_type == 0:
         # The old SubfileType: 2 is a reduced image, 3 a page of a multi-page image.
         subfile_type = {2: 0b1, 3: 0b10}.get(value(SUBFILE_TYPE, 0), 0)
@@ -233,18 +239,18 @@ def read_summary(tif: tifffile.TiffFile, offset: int, index: tuple[int, ...]) ->
     subifds = tags.get(SUBIFDS)
     summary = IfdSummary(
         offset=offset,
-        index=index,
-        width=value(IMAGE_WIDTH, page.imagewidth),
+        position=index,
+        width=value(IMAGE_WIDTH, defaults.imagewidth),
         length=length,
-        depth=value(IMAGE_DEPTH, page.imagedepth),
-        tile_width=value(TILE_WIDTH, page.tilewidth),
-        tile_length=value(TILE_LENGTH, page.tilelength),
+        depth=value(IMAGE_DEPTH, defaults.imagedepth),
+        tile_width=value(TILE_WIDTH, defaults.tilewidth),
+        tile_length=value(TILE_LENGTH, defaults.tilelength),
         samples=samples,
-        bits=_per_sample(tags.get(BITS_PER_SAMPLE), samples, page.bitspersample),
-        sample_format=_per_sample(tags.get(SAMPLE_FORMAT), samples, page.sampleformat),
-        planar=value(PLANAR_CONFIG, page.planarconfig),
-        photometric=value(PHOTOMETRIC, page.photometric),
-        compression=value(COMPRESSION, page.compression),
+        bits=_per_sample(tags.get(BITS_PER_SAMPLE), samples, defaults.bitspersample),
+        sample_format=_per_sample(tags.get(SAMPLE_FORMAT), samples, defaults.sampleformat),
+        planar=value(PLANAR_CONFIG, defaults.planarconfig),
+        photometric=value(PHOTOMETRIC, defaults.photometric),
+        compression=value(COMPRESSION, defaults.compression),
         subfile_type=subfile_type,
         rows_per_strip=rows,
         subifds=tuple(int(v) for v in subifds.value or ()) if subifds is not None else (),
@@ -268,14 +274,15 @@ def read_chain(tif: tifffile.TiffFile) -> tuple[IfdSummary, ...]:
     must be readable."""
     summaries: list[IfdSummary] = []
     seen: set[int] = set()
-    offset = int(tif.pages.first.offset)
+    first = tif.pages.first
+    offset = int(first.offset)
     while offset and len(summaries) < MAX_CHAIN:
         if offset in seen:
             log.warning("%s: IFD chain loops back to offset %d", tif.filehandle.name, offset)
             break
         seen.add(offset)
         try:
-            summary, offset = read_summary(tif, offset, (len(summaries),))
+            summary, offset = read_summary(tif, offset, (len(summaries),), None if summaries else first)
         except tifffile.TiffFileError as exc:
             if not summaries:
                 raise
@@ -290,7 +297,7 @@ def read_subifds(tif: tifffile.TiffFile, parent: IfdSummary) -> tuple[IfdSummary
     such a tag)."""
     if not parent.subifds or parent.subifds[0] == 0:
         return ()
-    return tuple(read_summary(tif, offset, (*parent.index, k))[0] for k, offset in enumerate(parent.subifds))
+    return tuple(read_summary(tif, offset, (*parent.position, k))[0] for k, offset in enumerate(parent.subifds))
 
 
 class TiffStructure:
@@ -323,7 +330,7 @@ class TiffStructure:
         parsed now (callers keep it)."""
         if summary.offset == self.first.offset:
             return self.first
-        return parse_page(self.tif, summary.offset, summary.index)
+        return parse_page(self.tif, summary.offset, summary.position)
 
     def tag(self, summary: IfdSummary, code: int) -> Any:
         return read_tag(self.tif, summary, code)

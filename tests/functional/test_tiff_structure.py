@@ -103,7 +103,7 @@ def test_every_summary_says_what_tifffile_says(files):
             assert [s.offset for s in chain] == [p.offset for p in pages], path
             for position, (summary, page) in enumerate(zip(chain, pages, strict=True)):
                 assert summary_view(summary) == tifffile_view(page), (path, position)
-                assert summary.index == (position,)
+                assert summary.position == (position,)
                 checked += 1
                 if page.subifds:
                     subpages = list(page.pages)
@@ -111,7 +111,7 @@ def test_every_summary_says_what_tifffile_says(files):
                     assert len(subsummaries) == len(subpages), path
                     for k, (sub, subpage) in enumerate(zip(subsummaries, subpages, strict=True)):
                         assert summary_view(sub) == tifffile_view(subpage), (path, position, k)
-                        assert sub.index == (position, k)
+                        assert sub.position == (position, k)
                         checked += 1
     assert checked > 100
 
@@ -164,7 +164,7 @@ def test_a_chain_that_loops_back_ends(tmp_path):
 def ifd(width: int, length: int, *, tiled: bool = True, subfile: int = 0, samples: int = 3) -> IfdSummary:
     return IfdSummary(
         offset=width * 100_000 + length,
-        index=(0,),
+        position=(0,),
         width=width,
         length=length,
         depth=1,
