@@ -78,7 +78,7 @@ MAX_CHAIN = 65536  # IFDs followed in the chain
 class IfdSummary(NamedTuple):
     """What one IFD says about its image, as tifffile's TiffPage would say it, without the
     arrays of tile (strip) offsets and byte counts.  ``entries`` is the raw entry table, kept
-    to decode further tags on demand (``read_tag``).
+    to decode further tags on demand (``IfdReader.tag``).
 
     A named tuple rather than a frozen dataclass: one is made per IFD of every image opened,
     and a frozen dataclass of this many fields costs several times as much to build."""
@@ -159,42 +159,6 @@ def _read_ifd(tif: tifffile.TiffFile, offset: int) -> tuple[bytes, int, int]:
     return data[:size], offset + tiff.tagnosize, int(following)
 
 
-def _entries(tif: tifffile.TiffFile, entries: bytes, entries_offset: int, codes: frozenset[int]) -> dict[int, Any]:
-    """The tags of an entry table whose code is in ``codes``, decoded by tifffile (first
-    occurrence of a code wins, as ``TiffTags.valueof`` reads it).  A broken entry is left out,
-    as TiffPage leaves it out."""
-    tagsize = tif.tiff.tagsize
-    codeformat = tif.tiff.tagformat1[:2]
-    found: dict[int, Any] = {}
-    for start in range(0, len(entries), tagsize):
-        code = struct.unpack(codeformat, entries[start : start + 2])[0]
-        if code not in codes or code in found:
-            continue
-        header = entries[start : start + tagsize]
-        try:
-            found[code] = tifffile.TiffTag.fromfile(tif, offset=entries_offset + start, header=header)
-        except tifffile.TiffFileError as exc:
-            log.debug("IFD entry %d @%d skipped: %s", code, entries_offset + start, exc)
-    return found
-
-
-def read_tag(tif: tifffile.TiffFile, summary: IfdSummary, code: int) -> Any:
-    """The value of one tag of a summarised IFD (read from the file now if it lies outside
-    the entry), or None when the IFD does not have it."""
-    tag = _entries(tif, summary.entries, summary.entries_offset, frozenset((code,))).get(code)
-    return None if tag is None else tag.value
-
-
-def _needs_full_page(tif: tifffile.TiffFile, tags: dict[int, Any]) -> bool:
-    """IFDs whose tags tifffile's TiffPage changes after reading them."""
-    if any(getattr(tif, f"is_{kind}") for kind in REPAIRED_KINDS):
-        return True
-    compression = tags.get(COMPRESSION)
-    if compression is not None and compression.value == COMPRESSION_OJPEG:
-        return True
-    return IMAGE_WIDTH not in tags or IMAGE_LENGTH not in tags
-
-
 def _per_sample(tag: Any, samples: int, default: int) -> int | tuple[int, ...]:
     """BitsPerSample or SampleFormat as TiffPage reduces it: one number when every sample
     agrees (LSM files may list more values than samples)."""
@@ -207,17 +171,117 @@ def _per_sample(tag: Any, samples: int, default: int) -> int | tuple[int, ...]:
     return values if any(v != values[0] for v in values) else values[0]
 
 
-def read_summary(
-    tif: tifffile.TiffFile, offset: int, index: tuple[int, ...], page: tifffile.TiffPage | None = None
-) -> tuple[IfdSummary, int]:
-    """The summary of the IFD at ``offset`` and the offset of the next IFD in its chain
-    (``page``: the IFD already parsed whole, as the first one is)."""
-    entries, entries_offset, following = _read_ifd(tif, offset)
-    if page is not None:
+def parse_page(tif: tifffile.TiffFile, offset: int, position: tuple[int, ...]) -> tifffile.TiffPage:
+    """The IFD at ``offset`` parsed whole by tifffile (offset arrays, JPEG tables, decoder)."""
+    tif.filehandle.seek(offset)
+    return tifffile.TiffPage(tif, index=position if len(position) > 1 else position[0])
+
+
+class IfdReader:
+    """Reads the summaries of one file's IFDs.
+
+    An entry that is byte for byte one already decoded -- same code, type, count and the same
+    inline value or value offset -- has the same value, so tifffile decodes each distinct
+    entry once: in a pyramid most entries repeat from level to level (compression, tiles,
+    samples, photometric) and only the sizes differ.  The memo lives as long as the reader."""
+
+    def __init__(self, tif: tifffile.TiffFile) -> None:
+        self.tif = tif
+        # Files whose pages tifffile repairs after reading the tags are summarised from
+        # full pages (module docstring).
+        self._repaired = any(getattr(tif, f"is_{kind}") for kind in REPAIRED_KINDS)
+        self._decoded: dict[bytes, Any] = {}
+        self._tagsize = tif.tiff.tagsize
+        self._codeformat = tif.tiff.tagformat1[:2]
+
+    def tags(self, entries: bytes, entries_offset: int, codes: frozenset[int]) -> dict[int, Any]:
+        """The tags of an entry table whose code is in ``codes``, decoded by tifffile (the
+        first occurrence of a code wins, as ``TiffTags.valueof`` reads it).  A broken entry is
+        left out, as TiffPage leaves it out."""
+        tagsize = self._tagsize
+        found: dict[int, Any] = {}
+        for start in range(0, len(entries), tagsize):
+            code = struct.unpack(self._codeformat, entries[start : start + 2])[0]
+            if code not in codes or code in found:
+                continue
+            header = entries[start : start + tagsize]
+            tag = self._decoded.get(header)
+            if tag is None:
+                try:
+                    tag = tifffile.TiffTag.fromfile(self.tif, offset=entries_offset + start, header=header)
+                except tifffile.TiffFileError as exc:
+                    log.debug("IFD entry %d @%d skipped: %s", code, entries_offset + start, exc)
+                    continue
+                self._decoded[header] = tag
+            found[code] = tag
+        return found
+
+    def tag(self, summary: IfdSummary, code: int) -> Any:
+        """The value of one tag of a summarised IFD (read from the file now if it lies
+        outside the entry), or None when the IFD does not have it."""
+        tag = self.tags(summary.entries, summary.entries_offset, frozenset((code,))).get(code)
+        return None if tag is None else tag.value
+
+    def summary(
+        self, offset: int, position: tuple[int, ...], page: tifffile.TiffPage | None = None
+    ) -> tuple[IfdSummary, int]:
+        """The summary of the IFD at ``offset`` and the offset of the next IFD in its chain
+        (``page``: the IFD already parsed whole, as the first one is)."""
+        entries, entries_offset, following = _read_ifd(self.tif, offset)
+        if page is None and not self._repaired:
+            tags = self.tags(entries, entries_offset, SUMMARY_TAGS)
+            if not _patched_by_tifffile(tags):
+                return _summary_of_tags(tags, offset, position, entries, entries_offset), following
+        if page is None:
+            page = parse_page(self.tif, offset, position)
         return summary_of_page(page, entries, entries_offset), following
-    tags = _entries(tif, entries, entries_offset, SUMMARY_TAGS)
-    if _needs_full_page(tif, tags):
-        return summary_of_page(parse_page(tif, offset, index), entries, entries_offset), following
+
+    def chain(self) -> tuple[IfdSummary, ...]:
+        """Summaries of the IFD chain from the first IFD, following the next-IFD pointers.
+
+        The chain ends, as tifffile ends it, at a zero pointer, at a pointer outside the file,
+        at an IFD seen before (a loop) or at an IFD that cannot be read (logged); the first
+        IFD must be readable."""
+        summaries: list[IfdSummary] = []
+        seen: set[int] = set()
+        first = self.tif.pages.first
+        offset = int(first.offset)
+        while offset and len(summaries) < MAX_CHAIN:
+            if offset in seen:
+                log.warning("%s: IFD chain loops back to offset %d", self.tif.filehandle.name, offset)
+                break
+            seen.add(offset)
+            try:
+                summary, offset = self.summary(offset, (len(summaries),), None if summaries else first)
+            except tifffile.TiffFileError as exc:
+                if not summaries:
+                    raise
+                log.warning("%s: IFD chain ends at an unreadable IFD: %s", self.tif.filehandle.name, exc)
+                break
+            summaries.append(summary)
+        return tuple(summaries)
+
+    def subifds(self, parent: IfdSummary) -> tuple[IfdSummary, ...]:
+        """Summaries of the SubIFDs of an IFD (none when the first offset is 0, as tifffile
+        reads such a tag)."""
+        if not parent.subifds or parent.subifds[0] == 0:
+            return ()
+        return tuple(self.summary(offset, (*parent.position, k))[0] for k, offset in enumerate(parent.subifds))
+
+
+def _patched_by_tifffile(tags: dict[int, Any]) -> bool:
+    """IFDs whose tags TiffPage changes after reading them: old-style JPEG, and sizes that
+    it takes from the JPEG stream when the tags lack them."""
+    compression = tags.get(COMPRESSION)
+    if compression is not None and compression.value == COMPRESSION_OJPEG:
+        return True
+    return IMAGE_WIDTH not in tags or IMAGE_LENGTH not in tags
+
+
+def _summary_of_tags(
+    tags: dict[int, Any], offset: int, position: tuple[int, ...], entries: bytes, entries_offset: int
+) -> IfdSummary:
+    """A summary from the decoded tags, each reduced as TiffPage reduces it."""
 
     def value(code: int, default: int) -> int:
         tag = tags.get(code)
@@ -237,9 +301,9 @@ def read_summary(
         rows = length if strip_rows is None or strip_rows.count > 1 else int(strip_rows.value)
         rows = min(rows, length)
     subifds = tags.get(SUBIFDS)
-    summary = IfdSummary(
+    return IfdSummary(
         offset=offset,
-        position=index,
+        position=position,
         width=value(IMAGE_WIDTH, defaults.imagewidth),
         length=length,
         depth=value(IMAGE_DEPTH, defaults.imagedepth),
@@ -257,47 +321,6 @@ def read_summary(
         entries=entries,
         entries_offset=entries_offset,
     )
-    return summary, following
-
-
-def parse_page(tif: tifffile.TiffFile, offset: int, index: tuple[int, ...]) -> tifffile.TiffPage:
-    """The IFD at ``offset`` parsed whole by tifffile (offset arrays, JPEG tables, decoder)."""
-    tif.filehandle.seek(offset)
-    return tifffile.TiffPage(tif, index=index if len(index) > 1 else index[0])
-
-
-def read_chain(tif: tifffile.TiffFile) -> tuple[IfdSummary, ...]:
-    """Summaries of the IFD chain from the first IFD, following the next-IFD pointers.
-
-    The chain ends, as tifffile ends it, at a zero pointer, at a pointer outside the file, at
-    an IFD seen before (a loop) or at an IFD that cannot be read (logged); the first IFD
-    must be readable."""
-    summaries: list[IfdSummary] = []
-    seen: set[int] = set()
-    first = tif.pages.first
-    offset = int(first.offset)
-    while offset and len(summaries) < MAX_CHAIN:
-        if offset in seen:
-            log.warning("%s: IFD chain loops back to offset %d", tif.filehandle.name, offset)
-            break
-        seen.add(offset)
-        try:
-            summary, offset = read_summary(tif, offset, (len(summaries),), None if summaries else first)
-        except tifffile.TiffFileError as exc:
-            if not summaries:
-                raise
-            log.warning("%s: IFD chain ends at an unreadable IFD: %s", tif.filehandle.name, exc)
-            break
-        summaries.append(summary)
-    return tuple(summaries)
-
-
-def read_subifds(tif: tifffile.TiffFile, parent: IfdSummary) -> tuple[IfdSummary, ...]:
-    """Summaries of the SubIFDs of an IFD (none when the first offset is 0, as tifffile reads
-    such a tag)."""
-    if not parent.subifds or parent.subifds[0] == 0:
-        return ()
-    return tuple(read_summary(tif, offset, (*parent.position, k))[0] for k, offset in enumerate(parent.subifds))
 
 
 class TiffStructure:
@@ -313,7 +336,8 @@ class TiffStructure:
         self.identity: SourceIdentity = blob.identity
         self.tif = tifffile.TiffFile(blob.stream())
         self.first: tifffile.TiffPage = self.tif.pages.first
-        self.chain = read_chain(self.tif)
+        self._reader = IfdReader(self.tif)
+        self.chain = self._reader.chain()
         self.stack = tiff_levels.stack_starts(self.chain)
 
     def levels(self, page: int) -> tuple[IfdSummary, ...]:
@@ -322,7 +346,7 @@ class TiffStructure:
         start = self.stack[page]
         end = self.stack[page + 1] if page + 1 < len(self.stack) else len(self.chain)
         base = self.chain[start]
-        candidates = read_subifds(self.tif, base) if base.subifds else self.chain[start + 1 : end]
+        candidates = self._reader.subifds(base) if base.subifds else self.chain[start + 1 : end]
         return tiff_levels.pyramid(base, candidates)
 
     def full_page(self, summary: IfdSummary) -> tifffile.TiffPage:
@@ -333,7 +357,8 @@ class TiffStructure:
         return parse_page(self.tif, summary.offset, summary.position)
 
     def tag(self, summary: IfdSummary, code: int) -> Any:
-        return read_tag(self.tif, summary, code)
+        """One tag's value of a summarised IFD, or None."""
+        return self._reader.tag(summary, code)
 
     def page_names(self) -> tuple[str, ...]:
         """Names of the stack pages (PageName, else DocumentName, else ``page N``); none for a

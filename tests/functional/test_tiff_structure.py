@@ -16,7 +16,7 @@ import pytest
 import tifffile
 
 from iipsrv_py.sources import tiff_levels
-from iipsrv_py.sources.tiff_structure import IfdSummary, read_chain, read_subifds
+from iipsrv_py.sources.tiff_structure import IfdReader, IfdSummary
 from tests import helpers
 
 TIFF_MAGICS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
@@ -99,7 +99,8 @@ def test_every_summary_says_what_tifffile_says(files):
     for path in files:
         with tifffile.TiffFile(path) as tif:
             pages = list(tif.pages)  # every IFD of the chain parsed whole by tifffile
-            chain = read_chain(tif)
+            reader = IfdReader(tif)
+            chain = reader.chain()
             assert [s.offset for s in chain] == [p.offset for p in pages], path
             for position, (summary, page) in enumerate(zip(chain, pages, strict=True)):
                 assert summary_view(summary) == tifffile_view(page), (path, position)
@@ -107,7 +108,7 @@ def test_every_summary_says_what_tifffile_says(files):
                 checked += 1
                 if page.subifds:
                     subpages = list(page.pages)
-                    subsummaries = read_subifds(tif, summary)
+                    subsummaries = reader.subifds(summary)
                     assert len(subsummaries) == len(subpages), path
                     for k, (sub, subpage) in enumerate(zip(subsummaries, subpages, strict=True)):
                         assert summary_view(sub) == tifffile_view(subpage), (path, position, k)
@@ -130,9 +131,10 @@ def test_big_endian_and_bigtiff_summaries(tmp_path):
                 tif.write(pixels[:, :, 0], rowsperstrip=7, photometric="minisblack", metadata=None)
             with tifffile.TiffFile(path) as tif:
                 pages = list(tif.pages)
-                chain = read_chain(tif)
+                reader = IfdReader(tif)
+                chain = reader.chain()
                 assert [summary_view(s) for s in chain] == [tifffile_view(p) for p in pages]
-                subs = read_subifds(tif, chain[0])
+                subs = reader.subifds(chain[0])
                 assert [summary_view(s) for s in subs] == [tifffile_view(p) for p in pages[0].pages]
                 assert chain[0].bits == 16 and subs[1].width == 50
                 assert chain[1].rows_per_strip == 7 and not chain[1].is_tiled
@@ -155,7 +157,7 @@ def test_a_chain_that_loops_back_ends(tmp_path):
         handle.seek(offsets[2] + 2 + 12 * tag_count)
         handle.write(struct.pack("<I", offsets[1]))
     with tifffile.TiffFile(path) as tif:
-        assert [s.offset for s in read_chain(tif)] == offsets
+        assert [s.offset for s in IfdReader(tif).chain()] == offsets
 
 
 # -- choosing levels and stack pages (pure) ---------------------------------------------------
