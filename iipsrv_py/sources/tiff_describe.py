@@ -184,12 +184,12 @@ def _sample_values(value: Any, default: float, channels: int) -> tuple[float, ..
     if isinstance(value, bytes):
         value = tuple(value)
     try:
-        values = np.asarray(default if value is None else value, dtype=np.float64).ravel()
+        values = [float(v) for v in np.ravel(value)] if value is not None else [default]
     except (TypeError, ValueError):
-        values = np.asarray([default])
-    if values.size not in (1, channels):
-        values = np.asarray([default])
-    return tuple(float(v) for v in np.broadcast_to(values, (channels,)))
+        values = [default]
+    if len(values) == 1:
+        return (values[0],) * channels
+    return tuple(values) if len(values) == channels else (float(default),) * channels
 
 
 def _alpha_band(page: tifffile.TiffPage) -> tuple[int, ...]:

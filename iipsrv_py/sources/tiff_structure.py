@@ -192,7 +192,9 @@ class IfdReader:
         self._repaired = any(getattr(tif, f"is_{kind}") for kind in REPAIRED_KINDS)
         self._decoded: dict[bytes, Any] = {}
         self._tagsize = tif.tiff.tagsize
-        self._codeformat = tif.tiff.tagformat1[:2]
+        # The codes of a whole entry table in one unpack: each entry's first two bytes.
+        self._byteorder = tif.tiff.byteorder
+        self._code_format = f"H{tif.tiff.tagsize - 2}x"
 
     def tags(self, entries: bytes, entries_offset: int, codes: frozenset[int]) -> dict[int, Any]:
         """The tags of an entry table whose code is in ``codes``, decoded by tifffile (the
@@ -200,10 +202,11 @@ class IfdReader:
         left out, as TiffPage leaves it out."""
         tagsize = self._tagsize
         found: dict[int, Any] = {}
-        for start in range(0, len(entries), tagsize):
-            code = struct.unpack(self._codeformat, entries[start : start + 2])[0]
+        table_format = self._byteorder + self._code_format * (len(entries) // tagsize)
+        for number, code in enumerate(struct.unpack(table_format, entries)):
             if code not in codes or code in found:
                 continue
+            start = number * tagsize
             header = entries[start : start + tagsize]
             tag = self._decoded.get(header)
             if tag is None:
