@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from iipsrv_py.errors import UnsupportedImage
 from iipsrv_py.model import SourceIdentity
 from iipsrv_py.sources.registry import open_source
-from iipsrv_py.storage.local import LocalBlob
+from iipsrv_py.storage.local import LocalBlob, LocalStorage
 from tests import helpers
 
 SVS = "svs-rgb-4097x2999-3lvl-step4-256tile-jpeg-label-macro-mpp.svs"
@@ -225,3 +226,26 @@ def test_the_recording_blob_records_what_tifffile_reads():
     with tifffile.TiffFile(blob.stream()) as tif:
         offset = tif.pages.first.offset
     assert any(o <= offset < o + n for o, n in blob.reads)
+
+
+@pytest.mark.parametrize("what", ["compression", "tile size"])
+def test_a_reduced_level_that_cannot_be_decoded_is_refused_at_open(tmp_path, monkeypatch, what):
+    """What makes a file unservable is found in the levels' summaries when it is opened (415),
+    even when only a reduced level has it: a compression no installed codec decodes, or tiles
+    larger than a worker decodes (the limit is lowered to the other levels' 64-px tiles)."""
+    from iipsrv_py.sources import tiff_describe
+
+    path = str(tmp_path / "pyramid.tif")
+    write_pyramid(path, bigtiff=False, subifds=False)
+    storage = LocalStorage(str(tmp_path) + "/")
+    monkeypatch.setattr(tiff_describe, "MAX_SEGMENT_BYTES", 64 * 64 * 3)
+    assert len(open_source(storage.open(*storage.resolve("pyramid.tif"))).info.levels) == 5
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        level = tif.pages[2]
+        if what == "compression":
+            assert 34999 not in tifffile.TIFF.DECOMPRESSORS
+            level.tags["Compression"].overwrite(34999)
+        else:
+            level.tags["TileWidth"].overwrite(128)
+    with pytest.raises(UnsupportedImage):
+        open_source(storage.open(*storage.resolve("pyramid.tif")))
