@@ -237,7 +237,18 @@ class IfdReader:
                 return _summary_of_tags(tags, offset, position, entries, entries_offset), following
         if page is None:
             page = parse_page(self.tif, offset, position)
+        else:
+            self._remember(page, entries, entries_offset)
         return summary_of_page(page, entries, entries_offset), following
+
+    def _remember(self, page: tifffile.TiffPage, entries: bytes, entries_offset: int) -> None:
+        """Take the summary tags tifffile already decoded for a page parsed whole (the first
+        one) as decoded entries: the levels after it mostly repeat them."""
+        tagsize = self._tagsize
+        for tag in page.tags.values():
+            start = tag.offset - entries_offset
+            if tag.code in SUMMARY_TAGS and 0 <= start < len(entries) and start % tagsize == 0:
+                self._decoded.setdefault(entries[start : start + tagsize], tag)
 
     def chain(self) -> tuple[IfdSummary, ...]:
         """Summaries of the IFD chain from the first IFD, following the next-IFD pointers.
