@@ -56,3 +56,7 @@ class WorkerCache:
     @property
     def misses(self) -> int:
         return self._lru.misses
+
+
+# For a source opened without a worker cache (tests, tools): keeps nothing.
+NO_CACHE = WorkerCache(0)

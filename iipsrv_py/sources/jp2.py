@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from ..cache.store import WorkerCache
+from ..cache.store import NO_CACHE, WorkerCache
 from ..errors import ImageDecodeError, UnsupportedImage
 from ..model import ImageInfo, Level, SourceIdentity
 from ..storage.base import Blob
 from . import pixels
 from .base import SinglePage, tile_of
-from .memory import NO_CACHE, whole_level
+from .memory import whole_level
 
 log = logging.getLogger(__name__)
 

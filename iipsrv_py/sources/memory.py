@@ -12,14 +12,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..cache.store import WorkerCache
+from ..cache.store import NO_CACHE, WorkerCache
 from ..model import ImageInfo, Level, SourceIdentity
 from ..transforms.resample import resize
 from .base import SinglePage, level_of, tile_of
 
 TILE = 256
-# For a source opened without a worker cache (tests, tools): keeps nothing.
-NO_CACHE = WorkerCache(0)
 
 
 def halving_sizes(width: int, height: int, smallest: int = TILE) -> list[tuple[int, int]]:

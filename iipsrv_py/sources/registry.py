@@ -8,8 +8,8 @@ from ..storage.base import Blob
 from .base import ImageSource
 from .jp2 import Jp2Source  # loads glymur only when the first JPEG 2000 image is opened
 from .jpeg import JpegSource
-from .svs import SvsSource, is_aperio
-from .tiff import TiffSource
+from .svs import Aperio, is_aperio
+from .tiff import PlainTiff, TiffFlavour, TiffSource, open_structure, refused_unless_readable
 
 TIFF_MAGICS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 JP2_SIGNATURE = b"\0\0\0\x0cjP  \r\n\x87\n"  # the JPEG 2000 signature box
@@ -22,10 +22,18 @@ def open_source(blob: Blob, cache: WorkerCache | None = None) -> ImageSource:
     they decode beyond single tiles (whole levels), within its budget."""
     head = blob.read_at(0, 16)
     if head[:4] in TIFF_MAGICS:
-        tif = TiffSource.parse(blob)
-        return SvsSource(blob, tif) if is_aperio(tif) else TiffSource(blob, tif)
+        return open_tiff(blob, cache)
     if head[:12] == JP2_SIGNATURE or head[:4] == J2K_MAGIC:
         return Jp2Source(blob, cache)
     if head[:3] == JPEG_MAGIC:
         return JpegSource(blob, cache)
     raise UnsupportedImage("not a supported image", f"{blob.name}: unrecognised signature {head[:8].hex()}")
+
+
+def open_tiff(blob: Blob, cache: WorkerCache | None = None) -> ImageSource:
+    """A TIFF file's first image, with the flavour its first page declares (Aperio SVS, or
+    none); UnsupportedImage when it cannot be served."""
+    structure = open_structure(blob, cache)
+    with refused_unless_readable(blob.name):
+        flavour: TiffFlavour = Aperio(structure) if is_aperio(structure.first) else PlainTiff(blob.name)
+        return TiffSource(structure, 0, flavour)

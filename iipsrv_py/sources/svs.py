@@ -1,4 +1,4 @@
-"""Aperio SVS slides: a tiled TIFF pyramid plus what Aperio's ImageDescription and extra pages say.
+"""Aperio SVS slides: what Aperio's ImageDescription and extra pages add to a tiled TIFF.
 
 An SVS file is a TIFF whose first ImageDescription starts with "Aperio".  Its tiled pages are the
 pyramid (levels usually step by 4); the description carries ``key = value`` pairs after its
@@ -12,6 +12,9 @@ JPEG 2000 tiles come in two kinds: 33005 holds RGB (any colour transform is insi
 codestream, and the decoder undoes it); 33003 holds YCbCr components without a colour transform,
 which the decoder returns as they are and which are converted to RGB here, as OpenSlide does.
 Neither is sent as stored: browsers do not show JPEG 2000.
+
+All of this is the ``Aperio`` flavour of a TIFF source (``tiff.TiffFlavour``): composed into
+the source of the slide and into the source of every page of a stack of such images alike.
 """
 
 from __future__ import annotations
@@ -23,11 +26,10 @@ import numpy as np
 import tifffile
 
 from ..errors import ImageDecodeError, NotFound
-from ..model import ImageInfo
-from ..storage.base import Blob
 from .base import ImageSource
-from .memory import ArraySource
-from .tiff import TiffSource
+from .memory import ArraySource, halving_sizes
+from .tiff_describe import Description
+from .tiff_structure import IMAGE_DESCRIPTION, IfdSummary, TiffStructure
 
 APERIO_PREFIX = "Aperio"
 COMPRESSION_JP2K_YCBCR = 33003
@@ -38,9 +40,9 @@ SUBFILE_NAMES = {1: "label", 9: "macro"}
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def is_aperio(tif: tifffile.TiffFile) -> bool:
+def is_aperio(first: tifffile.TiffPage) -> bool:
     """Whether the first ImageDescription starts with "Aperio", as OpenSlide decides."""
-    return tif.pages.first.description.startswith(APERIO_PREFIX)
+    return first.description.startswith(APERIO_PREFIX)
 
 
 def aperio_properties(description: str) -> dict[str, str]:
@@ -64,14 +66,15 @@ def ycbcr_to_rgb(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def _associated_name(index: int, page: tifffile.TiffPage) -> str | None:
-    if index == 1:
+def associated_name(position: int, subfile_type: int, description: str) -> str | None:
+    """OpenSlide's name for the stripped page at ``position`` in the IFD chain."""
+    if position == 1:
         return "thumbnail"
-    lines = page.description.replace("\r", "").split("\n")
+    lines = description.replace("\r", "").split("\n")
     words = lines[1].split() if len(lines) > 1 else []
     if words and _NAME.fullmatch(words[0]):
         return words[0]
-    return SUBFILE_NAMES.get(int(page.subfiletype))
+    return SUBFILE_NAMES.get(subfile_type)
 
 
 def _as_rgb8(pixels: np.ndarray, page: tifffile.TiffPage) -> np.ndarray:
@@ -88,18 +91,29 @@ def _as_rgb8(pixels: np.ndarray, page: tifffile.TiffPage) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
-class SvsSource(TiffSource):
+class Aperio:
+    """The Aperio part of an SVS file's sources: one per opened file, shared by its pages."""
+
     format_name = "svs"
 
-    def __init__(self, blob: Blob, tif: tifffile.TiffFile | None = None) -> None:
-        self._associated_pages: dict[str, tifffile.TiffPage] = {}
-        self._associated_sources: dict[str, ImageSource] = {}
-        super().__init__(blob, tif)
+    def __init__(self, structure: TiffStructure) -> None:
+        """Find the associated pictures (reading the descriptions of the stripped IFDs only)."""
+        self._structure = structure
+        self._pictures: dict[str, IfdSummary] = {}
+        self._sources: dict[str, ImageSource] = {}
+        for position, ifd in enumerate(structure.chain):
+            if ifd.is_tiled:
+                continue  # tiled pages are pyramid levels (or left out), never pictures
+            description = structure.tag(ifd, IMAGE_DESCRIPTION) if position != 1 else ""
+            name = associated_name(position, ifd.subfile_type, description if isinstance(description, str) else "")
+            if name and name not in self._pictures:
+                self._pictures[name] = ifd
 
-    def _describe(self) -> ImageInfo:
-        info = super()._describe()
-        first = self._pages[0]
-        properties = aperio_properties(first.description)
+    def refine(self, description: Description, base: tifffile.TiffPage) -> Description:
+        """Aperio properties and MPP of ``base``'s description, the associated pictures, and
+        YCbCr to RGB for the levels stored as 33003."""
+        info = description.info
+        properties = aperio_properties(base.description)
         metadata = dict(info.metadata)
         metadata.update(properties)
         dpi = info.dpi
@@ -109,41 +123,44 @@ class SvsSource(TiffSource):
             mpp = 0.0
         if mpp > 0:
             dpi = (1e6 / mpp, 1e6 / mpp)  # micrometres per pixel -> pixels per metre
-        for index, page in enumerate(self._chain):
-            if page.is_tiled:
-                continue  # tiled pages are pyramid levels (or left out), never pictures
-            name = _associated_name(index, page)
-            if name and name not in self._associated_pages:
-                self._associated_pages[name] = page
-        return dataclasses.replace(
+        info = dataclasses.replace(
             info,
             dpi=dpi,
             metadata=tuple(sorted(metadata.items())),
             format="svs",
-            associated=tuple(sorted(self._associated_pages)),
+            associated=tuple(sorted(self._pictures)),
         )
-
-    def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
-        tile = super().read_tile(level, col, row)
-        if int(self._pages[level].compression) == COMPRESSION_JP2K_YCBCR:
-            tile = ycbcr_to_rgb(tile)
-        return tile
+        decoding = description.decoding
+        finish = tuple(ycbcr_to_rgb if ifd.compression == COMPRESSION_JP2K_YCBCR else None for ifd in decoding.levels)
+        return Description(info, dataclasses.replace(decoding, finish=finish))
 
     def associated(self, name: str) -> ImageSource:
-        source = self._associated_sources.get(name)
+        source = self._sources.get(name)
         if source is not None:
             return source
-        page = self._associated_pages.get(name)
-        if page is None:
-            raise NotFound("image not found", f"{self.name}: no associated image {name!r}")
-        if page.imagewidth * page.imagelength > MAX_ASSOCIATED_PIXELS:
-            raise ImageDecodeError("associated image too large", f"{self.name}::{name}: {page.shape}")
-        try:
-            pixels = _as_rgb8(page.asarray(), page)
-        except ImageDecodeError:
-            raise
-        except Exception as exc:
-            raise ImageDecodeError("damaged image", f"{self.name}::{name}: {type(exc).__name__}: {exc}") from exc
-        source = ArraySource.of_array(pixels, self.identity.part(name), f"{self.name}::{name}")
-        self._associated_sources[name] = source
+        structure = self._structure
+        ifd = self._pictures.get(name)
+        if ifd is None:
+            raise NotFound("image not found", f"{structure.name}: no associated image {name!r}")
+        if ifd.width * ifd.length > MAX_ASSOCIATED_PIXELS:
+            raise ImageDecodeError("associated image too large", f"{structure.name}::{name}: {ifd.width}x{ifd.length}")
+
+        def decode(level: int) -> np.ndarray | None:
+            """The picture (level 0; its smaller levels are made from it), decoded when first
+            needed and then kept in the worker cache like any decoded level."""
+            if level:
+                return None
+            try:
+                page = structure.full_page(ifd)
+                return _as_rgb8(page.asarray(), page)
+            except ImageDecodeError:
+                raise
+            except Exception as exc:
+                detail = f"{structure.name}::{name}: {type(exc).__name__}: {exc}"
+                raise ImageDecodeError("damaged image", detail) from exc
+
+        sizes = halving_sizes(ifd.width, ifd.length)
+        identity = structure.identity.part(name)
+        source = ArraySource(identity, f"{structure.name}::{name}", sizes, decode, 3, cache=structure.cache)
+        self._sources[name] = source
         return source

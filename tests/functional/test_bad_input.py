@@ -370,19 +370,19 @@ def test_errors_are_logged(app, server_log):
 def test_segments_larger_than_the_limit_are_415_at_open(monkeypatch, name, segment_bytes):
     """A file declaring tiles or compressed strips too large to decode is refused when opened
     (the limit is lowered here to just below the fixture's own segment size)."""
-    from iipsrv_py.sources import tiff
+    from iipsrv_py.sources import tiff_describe
 
-    monkeypatch.setattr(tiff, "MAX_SEGMENT_BYTES", segment_bytes - 1)
+    monkeypatch.setattr(tiff_describe, "MAX_SEGMENT_BYTES", segment_bytes - 1)
     app = helpers.make_app()
     assert helpers.call(app, f"FIF={name}&OBJ=Max-size").status == 415
-    monkeypatch.setattr(tiff, "MAX_SEGMENT_BYTES", segment_bytes)
+    monkeypatch.setattr(tiff_describe, "MAX_SEGMENT_BYTES", segment_bytes)
     assert helpers.call(helpers.make_app(), f"FIF={name}&OBJ=Max-size").status == 200
 
 
 def test_uncompressed_strips_have_no_segment_limit(monkeypatch):
     """Uncompressed strips are read row by row, so their size does not matter."""
-    from iipsrv_py.sources import tiff
+    from iipsrv_py.sources import tiff_describe
 
-    monkeypatch.setattr(tiff, "MAX_SEGMENT_BYTES", 1)
+    monkeypatch.setattr(tiff_describe, "MAX_SEGMENT_BYTES", 1)
     r = helpers.call(helpers.make_app(), "FIF=tif-rgb-600x400-strip400-none.tif&JTL=0,0")
     assert r.status == 200

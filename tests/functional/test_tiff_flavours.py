@@ -19,6 +19,7 @@ import pytest
 import pyvips
 import tifffile
 
+from iipsrv_py.cache.store import WorkerCache
 from iipsrv_py.sources.registry import open_source
 from iipsrv_py.storage.local import LocalStorage
 from tests import helpers
@@ -244,7 +245,7 @@ def strip_offsets(name: str) -> tuple[list[int], list[int]]:
 
 def test_a_virtual_tile_decodes_only_its_strips_and_a_strip_row_once():
     blob = RecordingBlob(STRIPS)
-    source = open_source(blob)  # type: ignore[arg-type]
+    source = open_source(blob, WorkerCache(1 << 24))  # type: ignore[arg-type]  # decoded strips kept there
     offsets, _ = strip_offsets(STRIPS)
     strip_of = {offset: index for index, offset in enumerate(offsets)}
     assert (source.info.levels[0].tile_width, source.info.levels[0].tile_height) == (256, 256)
@@ -355,3 +356,25 @@ def test_iiif_delimiter_selects_a_page(app):
         got = iiif_png(app, f"{STACK}:{page}/full/max/0/default.png")
         assert np.array_equal(got, stored(STACK, page=page)), page
     assert helpers.call(app, path=f"/iiif/{STACK}:3/info.json").status == 404
+
+
+def test_xmp_packet_and_text_tags_are_metadata(tmp_path):
+    """XMLPacket (tag 700) is the ``xmp`` object, sent as XML and left out of OBJ=metadata;
+    the text tags come under iipsrv's keys."""
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    with tifffile.TiffWriter(tmp_path / "xmp.tif") as tif:
+        tif.write(
+            np.zeros((64, 64), np.uint8),
+            tile=(32, 32),
+            metadata=None,
+            software=False,
+            extratags=[(700, "B", len(xmp), xmp, True), (315, "s", 0, "A. Artist", True), (272, "s", 0, "M1", True)],
+        )
+    app = helpers.make_app(FILESYSTEM_PREFIX=str(tmp_path) + "/")
+    result = helpers.call(app, "FIF=xmp.tif&OBJ=xmp")
+    assert result.status == 200 and result.header("Content-Type") == "application/xml"
+    assert xmp.decode() in result.text
+    assert json.loads(ref.lines(helpers.call(app, "FIF=xmp.tif&OBJ=metadata"))[0]) == {
+        "creator": "A. Artist",
+        "model": "M1",
+    }
