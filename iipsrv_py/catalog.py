@@ -14,7 +14,7 @@ import logging
 
 from .cache.lru import LRUCache
 from .cache.store import WorkerCache
-from .errors import NotFound, ServerError
+from .errors import NotFound
 from .model import SourceIdentity
 from .sources.base import ImageSource
 from .sources.registry import open_source
@@ -81,10 +81,7 @@ class Catalog:
 
     def still_current(self, sources: tuple[tuple[str, SourceIdentity], ...]) -> bool:
         """Whether each identifier still resolves, inside the root, to the same bytes."""
-        try:
-            return all(self.storage.resolve(ident)[1] == identity for ident, identity in sources)
-        except ServerError:
-            return False
+        return all(self.storage.unchanged(ident, identity) for ident, identity in sources)
 
     def clear(self) -> None:
         """Forget every opened image (SIGHUP) and what storage remembers of paths."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import resource
@@ -13,6 +14,8 @@ from . import log as logsetup
 from .settings import Settings, SettingsError, from_environ
 
 log = logging.getLogger("iipsrv_py")
+
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
     _raise_file_limit()
+    # A request allocates a few hundred objects and frees them again; with CPython's default
+    # (a young-generation collection every 700 allocations) collections over the opened images'
+    # structures took a fifth of a warm request.  The server makes no reference cycles of
+    # note, so collecting every 10000 allocations costs memory that is never seen.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     from . import server
     from .app import Application

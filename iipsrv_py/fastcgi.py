@@ -92,6 +92,11 @@ SWEEP_INTERVAL = 10.0
 # How long a request may run before its worker gives up its idle kept connections (see above):
 # longer than any answer from a cache or a stored tile, shorter than a rendering anyone waits for.
 SHED_AFTER = 0.02
+# How long a connection may wait in the backlog while every worker has requests of its own to
+# run before a busy worker takes it anyway (it then waits behind that worker's queued requests).
+BACKLOG_WAIT = 0.005
+# Formatted response heads remembered by the identity of their header lists (see _head).
+HEAD_MEMO = 512
 # Requests a web server may send again on another connection when this one fails.
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS"))
 
@@ -143,29 +148,61 @@ def frame_stream(kind: int, request_id: int, chunks: Iterable[bytes]) -> list[by
     return parts
 
 
+def _stdout_records(request_id: int, chunks: list[bytes]) -> bytes:
+    """A whole response as FCGI_STDOUT records and FCGI_END_REQUEST, in one block to send.
+
+    Most answers (metadata, tiles) fit in one record: those are joined directly, without the
+    views ``frame_stream`` makes to split larger ones.
+    """
+    size = sum(map(len, chunks))
+    if size <= MAX_CONTENT:
+        return b"".join(
+            (
+                HEADER.pack(VERSION, STDOUT, request_id, size, 0),
+                *chunks,
+                HEADER.pack(VERSION, STDOUT, request_id, 0, 0),
+                _end_request(request_id),
+            )
+        )
+    parts = frame_stream(STDOUT, request_id, chunks)
+    parts.append(_end_request(request_id))
+    return b"".join(parts)
+
+
 def decode_pairs(data: bytes) -> dict[str, str]:
-    """FastCGI name-value pairs; names and values as latin-1 text, as WSGI wants them."""
+    """FastCGI name-value pairs; names and values as latin-1 text, as WSGI wants them.
+
+    Hot: nginx sends some twenty pairs with every request.  The whole block is decoded to text
+    once (latin-1 maps each byte to one character) and the pairs are slices of it; lengths are
+    read from the bytes, one byte each unless the high bit asks for four.
+    """
+    text = data.decode("latin-1")
     pairs: dict[str, str] = {}
     pos, end = 0, len(data)
     while pos < end:
-        lengths = []
-        for _ in range(2):
-            if pos >= end:
+        name_length = data[pos]
+        if name_length & 0x80:
+            if pos + 4 > end:
                 raise ValueError("truncated name-value pair")
-            length = data[pos]
-            if length & 0x80:
-                if pos + 4 > end:
-                    raise ValueError("truncated name-value pair")
-                length = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF
-                pos += 4
-            else:
-                pos += 1
-            lengths.append(length)
-        name_end = pos + lengths[0]
-        value_end = name_end + lengths[1]
+            name_length = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF
+            pos += 4
+        else:
+            pos += 1
+        if pos >= end:
+            raise ValueError("truncated name-value pair")
+        value_length = data[pos]
+        if value_length & 0x80:
+            if pos + 4 > end:
+                raise ValueError("truncated name-value pair")
+            value_length = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF
+            pos += 4
+        else:
+            pos += 1
+        name_end = pos + name_length
+        value_end = name_end + value_length
         if value_end > end:
             raise ValueError("truncated name-value pair")
-        pairs[data[pos:name_end].decode("latin-1")] = data[name_end:value_end].decode("latin-1")
+        pairs[text[pos:name_end]] = text[name_end:value_end]
         pos = value_end
     return pairs
 
@@ -291,6 +328,7 @@ class Responder:
         self._running: _Connection | None = None
         self._started = 0.0
         self._shed = False  # this request's connections have been shed already
+        self._heads: dict[int, tuple[list[tuple[str, str]], str, bytes]] = {}
         self.accepting = False  # the listener is in the poller
         self.accept_paused_until = 0.0
         self._base_environ = {
@@ -316,6 +354,7 @@ class Responder:
         if self.shed_after:
             threading.Thread(target=self._watch_long_requests, name="shed-kept", daemon=True).start()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
+        backlog_since = 0.0  # since when a connection has waited in the backlog while this worker was busy
         try:
             while not self.stopping:
                 # With requests waiting, only look (timeout 0): new input may abort one of them.
@@ -334,12 +373,24 @@ class Responder:
                         self._flush(conn)
                     elif mask & select.EPOLLIN:
                         self._read(conn)
-                if incoming and not self.ready:
+                if not incoming:
+                    backlog_since = 0.0
+                elif not self.ready:
                     # Only a worker with nothing to run takes a new connection, and one at a
                     # time: a connection accepted just before a slow request would wait for
                     # it, while another worker may be idle.  Busy workers leave the backlog
-                    # to whichever worker is free first.
+                    # to whichever worker is free first ...
                     self._accept()
+                    backlog_since = 0.0
+                elif not backlog_since:
+                    backlog_since = time.monotonic()
+                elif time.monotonic() - backlog_since >= BACKLOG_WAIT:
+                    # ... unless none is: under a steady load on kept connections every worker
+                    # always has a request of its own to run next, and a new connection (a
+                    # request nginx sends again after a connection was given up) would wait
+                    # in the backlog for as long as the load lasts.
+                    self._accept()
+                    backlog_since = 0.0
                 if self.ready and not self.stopping:
                     self._run_next()
                 now = time.monotonic()
@@ -685,9 +736,7 @@ class Responder:
         conn.active = None
         if conn.closed:  # e.g. the application ran so long that the worker was told to stop
             return
-        parts = frame_stream(STDOUT, request.request_id, response)
-        parts.append(_end_request(request.request_id))
-        self._queue(conn, b"".join(parts))
+        self._queue(conn, _stdout_records(request.request_id, response))
         self._after_answer(conn, keep=bool(request.flags & KEEP_CONN) and not conn.broken)
 
     def _call_app(self, request: _Request) -> list[bytes]:
@@ -725,10 +774,7 @@ class Responder:
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
             if head and exc_info is None:
                 raise AssertionError("start_response() called twice without exc_info")
-            lines = [f"Status: {status}\r\n"]
-            lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-            lines.append("\r\n")
-            head[:] = [("".join(lines)).encode("latin-1")]
+            head[:] = [self._head(status, headers)]
             return write
 
         self.busy = True
@@ -751,6 +797,23 @@ class Responder:
         finally:
             self.busy = False
         return [head[0], *written]
+
+    def _head(self, status: str, headers: list[tuple[str, str]]) -> bytes:
+        """The CGI response head.  An application that answers from a cache passes the same
+        header list again and again (iipsrv_py's cached responses do): its formatted head is
+        remembered by the list's identity, the list itself kept so that the identity cannot
+        be reused by another object."""
+        known = self._heads.get(id(headers))
+        if known is not None and known[0] is headers and known[1] == status:
+            return known[2]
+        lines = [f"Status: {status}\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        if len(self._heads) >= HEAD_MEMO:
+            self._heads.clear()
+        self._heads[id(headers)] = (headers, status, head)
+        return head
 
     # -- output -------------------------------------------------------------------------------
 

@@ -501,6 +501,8 @@ def run_wrk(port: int, urls: list[str], workdir: str, duration: float, connectio
     result.errors = int(errors.group(1)) if errors else 0
     if socket_errors:
         result.errors += sum(int(v) for v in socket_errors.groups())
+    if result.errors and os.environ.get("BENCH_KEEP"):
+        print(out, file=sys.stderr)
     return result
 
 
@@ -823,7 +825,10 @@ def main() -> int:
     finally:
         for server in (*pools, cpp):
             server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     report = table(rows, cold, labels) if rows or cold else ""
     if blocking:
         report += ("\n\n" if report else "") + blocking_table(blocking, streams, args.workers)

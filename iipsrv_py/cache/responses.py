@@ -18,8 +18,6 @@ from typing import Any
 from ..model import SourceIdentity
 from .store import WorkerCache
 
-# Request headers a response may depend on (besides the path and query).
-_VARYING = ("HTTP_HOST", "HTTP_ACCEPT", "HTTPS", "HTTP_X_IIIF_ID")
 _CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
 _ENTRY_OVERHEAD = 256  # bytes of Python objects around an entry, roughly
 
@@ -47,12 +45,17 @@ def request_text(environ: dict[str, Any]) -> tuple[str, ...] | None:
         return None
     if any(name in environ for name in _CONDITIONAL):
         return None
+    get = environ.get
     return (
         "alias",
-        environ.get("REQUEST_URI", ""),
-        environ.get("PATH_INFO", ""),
-        environ.get("QUERY_STRING", ""),
-        *(environ.get(name, "") for name in _VARYING),
+        get("REQUEST_URI", ""),
+        get("PATH_INFO", ""),
+        get("QUERY_STRING", ""),
+        # The request headers a response may depend on.
+        get("HTTP_HOST", ""),
+        get("HTTP_ACCEPT", ""),
+        get("HTTPS", ""),
+        get("HTTP_X_IIIF_ID", ""),
     )
 
 

@@ -41,6 +41,11 @@ class Storage(Protocol):
 
     def open(self, location: str, identity: SourceIdentity) -> Blob: ...
 
+    def unchanged(self, identifier: str, identity: SourceIdentity) -> bool:
+        """Whether ``identifier`` still resolves, inside the root, to the object of ``identity``
+        (False when it is gone or refused, never an error)."""
+        ...
+
     def clear(self) -> None:
         """Forget what was remembered of locations (SIGHUP)."""
         ...

@@ -67,13 +67,21 @@ class LocalStorage:
         root = prefix if prefix.endswith("/") else os.path.dirname(prefix)
         self.root = os.path.realpath(root or ".")
         self._resolved: dict[str, tuple[str, int, int]] = {}
+        self._paths: dict[str, str] = {}
 
     def _stem(self, relative: str) -> str:
         """Where a normalised identifier leads, before FILESYSTEM_SUFFIX."""
         return self.prefix + relative if self.prefix else os.path.join(self.root, relative)
 
     def _path(self, identifier: str) -> str:
-        return self._stem(normalise_identifier(identifier)) + self.suffix
+        # Remembered: a warm request revalidates its image through this on every request.
+        path = self._paths.get(identifier)
+        if path is None:
+            path = self._stem(normalise_identifier(identifier)) + self.suffix
+            if len(self._paths) >= self.MAX_RESOLVED:
+                self._paths.clear()
+            self._paths[identifier] = path
+        return path
 
     def _inside(self, path: str, identifier: str) -> str:
         real = os.path.realpath(path)
@@ -142,8 +150,30 @@ class LocalStorage:
             raise NotFound(_NOT_FOUND, f"not a regular file: {location}")
         return SourceIdentity(location, st.st_mtime, st.st_size, f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}")
 
+    def unchanged(self, identifier: str, identity: SourceIdentity) -> bool:
+        """Whether ``identifier`` still leads, inside the root, to the very file of
+        ``identity``: what a cached answer is revalidated with, one stat when nothing moved."""
+        try:
+            path = self._path(identifier)
+            st = os.stat(path)
+        except (OSError, NotFound):
+            return False
+        known = self._resolved.get(path)
+        if known is None or (known[1], known[2]) != (st.st_dev, st.st_ino):
+            try:  # the path leads to another file now: the whole check again
+                return self.resolve(identifier)[1] == identity
+            except NotFound:
+                return False
+        return (
+            known[0] == identity.key
+            and st.st_mtime == identity.mtime
+            and st.st_size == identity.size
+            and stat.S_ISREG(st.st_mode)
+        )
+
     def clear(self) -> None:
         self._resolved.clear()
+        self._paths.clear()
 
     def open(self, location: str, identity: SourceIdentity) -> LocalBlob:
         try:

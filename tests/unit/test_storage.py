@@ -82,3 +82,25 @@ def test_retargeted_link_is_resolved_again(tmp_path) -> None:
     os.symlink(outside, link)  # now pointing out of the root
     with pytest.raises(NotFound):
         storage.resolve("link.tif")
+
+
+def test_unchanged_revalidates_a_cached_answer(tmp_path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    image = root / "a.tif"
+    image.write_bytes(b"one")
+    storage = LocalStorage(str(root) + "/")
+    _, identity = storage.resolve("a.tif")
+    assert storage.unchanged("a.tif", identity) and storage.unchanged("/a.tif", identity)
+    image.write_bytes(b"two and more")  # rewritten in place: another size and mtime
+    assert not storage.unchanged("a.tif", identity)
+    _, identity = storage.resolve("a.tif")
+    assert storage.unchanged("a.tif", identity)
+    outside = tmp_path / "secret.tif"
+    outside.write_bytes(b"two and more")
+    image.unlink()
+    image.symlink_to(outside)  # now a link out of the root: refused, not "unchanged"
+    assert not storage.unchanged("a.tif", identity)
+    image.unlink()
+    assert not storage.unchanged("a.tif", identity)  # gone
+    assert not storage.unchanged("../secret.tif", identity)  # refused identifier, no error
