@@ -480,3 +480,35 @@ def test_a_post_waiting_behind_a_long_request_is_not_given_up(sock_path: str) ->
         post.sendall(fc.request(3, fc.get_params("posted", REQUEST_METHOD="POST"), b""))
         assert fc.read_response(post, 3).body == b"posted 0"
         assert fc.read_response(busy, 2).status == 200
+
+
+def test_a_new_connection_is_taken_even_while_kept_ones_keep_the_worker_busy(sock_path: str) -> None:
+    """Two kept connections that always have the next request waiting keep the worker's queue
+    full; a new connection (nginx sending a request again after a connection was given up)
+    must still be taken within milliseconds, not when that load ends."""
+    app = Recorder()
+    stop = threading.Event()
+
+    def load(sock: socket.socket) -> None:
+        request_id = 1
+        while not stop.is_set():
+            sock.sendall(fc.get(request_id, "slow=0.005"))
+            fc.read_response(sock, request_id)
+            request_id += 1
+
+    with fc.responder(sock_path, app), fc.connect(sock_path) as one, fc.connect(sock_path) as two:
+        loaders = [threading.Thread(target=load, args=(sock,), daemon=True) for sock in (one, two)]
+        for thread in loaders:
+            thread.start()
+        try:
+            time.sleep(0.2)
+            started = time.monotonic()
+            with fc.connect(sock_path) as new:
+                new.sendall(fc.get(1, "new"))
+                assert fc.read_response(new, 1).body == b"new 0"
+            waited = time.monotonic() - started
+        finally:
+            stop.set()
+            for thread in loaders:
+                thread.join(timeout=5)
+    assert waited < 0.3, waited
