@@ -26,7 +26,10 @@ next to slow renders).  So a worker whose request has run for ``shed_after`` sec
 its idle kept connections (a watcher thread shuts them down; nothing else of the worker runs
 meanwhile): nginx drops a cached connection the moment it closes, and a request it had just
 sent on one fails as a cached connection's error, which nginx retries on another connection
-(GET and HEAD; a POST waiting there is left to wait).  Another worker answers it.
+(GET and HEAD; a POST waiting there is left to wait).  Another worker answers it.  Only
+connections that have answered a request before are given up: nginx sends a request again only
+when it failed on a connection taken from its cache, and a new connection is not one (a request
+lost there would be a 502).
 
 What a worker promises, and keeps (FCGI_GET_VALUES answers the same numbers):
 
@@ -91,7 +94,7 @@ ACCEPT_PAUSE = 1.0  # seconds without accept() after the process ran out of file
 SWEEP_INTERVAL = 10.0
 # How long a request may run before its worker gives up its idle kept connections (see above):
 # longer than any answer from a cache or a stored tile, shorter than a rendering anyone waits for.
-SHED_AFTER = 0.02
+SHED_AFTER = 0.05
 # How long a connection may wait in the backlog while every worker has requests of its own to
 # run before a busy worker takes it anyway (it then waits behind that worker's queued requests).
 BACKLOG_WAIT = 0.005
@@ -242,6 +245,7 @@ class _Request:
 class _Connection:
     __slots__ = (
         "active",
+        "answered",
         "broken",
         "buffer",
         "closed",
@@ -264,6 +268,7 @@ class _Connection:
         self.closed = False
         self.parsing = False  # inside _parse: ``buffer`` still holds what is being parsed
         self.shed = False  # shut down while the worker was busy: closed at the next look
+        self.answered = 0  # requests answered on this connection
         self.events = READ  # what the poller watches for now (0: nothing)
         self.last_active = time.monotonic()
 
@@ -425,6 +430,10 @@ class Responder:
         shed = 0
         for conn in list(self.connections.values()):
             if conn is self._running or conn.closed or conn.closing or conn.out:
+                continue
+            if not conn.answered:
+                # Not reused by nginx yet, so not from its cache: a request it sent here and
+                # lost would not be sent again (502).  It waits.
                 continue
             active = conn.active
             if active is not None:
@@ -736,6 +745,7 @@ class Responder:
         conn.active = None
         if conn.closed:  # e.g. the application ran so long that the worker was told to stop
             return
+        conn.answered += 1
         self._queue(conn, _stdout_records(request.request_id, response))
         self._after_answer(conn, keep=bool(request.flags & KEEP_CONN) and not conn.broken)
 

@@ -512,3 +512,20 @@ def test_a_new_connection_is_taken_even_while_kept_ones_keep_the_worker_busy(soc
             for thread in loaders:
                 thread.join(timeout=5)
     assert waited < 0.3, waited
+
+
+def test_a_connection_that_answered_nothing_yet_is_not_given_up(sock_path: str) -> None:
+    """nginx only sends a request again when it failed on a connection from its cache; a
+    request lost on a new connection would be a 502, so such a connection waits."""
+    app = Recorder()
+    with fc.responder(sock_path, app, shed_after=0.05), fc.connect(sock_path) as busy, fc.connect(sock_path) as fresh:
+        busy.sendall(fc.get(1, "warm"))
+        fc.read_response(busy, 1)  # both connections accepted; only busy has answered
+        app.running.clear()
+        busy.sendall(fc.get(2, "slow=0.6"))
+        assert app.running.wait(5)
+        fresh.sendall(fc.get(7, "first"))
+        assert not fc.closed_by_peer(fresh, timeout=0.3)
+        assert fc.read_response(busy, 2).status == 200
+        fresh.settimeout(5)
+        assert fc.read_response(fresh, 7).body == b"first 0"
