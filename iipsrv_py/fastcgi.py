@@ -56,29 +56,40 @@ import io
 import logging
 import select
 import socket
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import SERVER_SOFTWARE
 from .app import MAX_POST_BODY
+from .fastcgi_records import (
+    ABORT_REQUEST,
+    BEGIN_BODY,
+    BEGIN_REQUEST,
+    CANT_MPX_CONN,
+    GET_VALUES,
+    GET_VALUES_RESULT,
+    HEADER,
+    KEEP_CONN,
+    PARAMS,
+    RESPONDER,
+    STDIN,
+    STDOUT,
+    UNKNOWN_ROLE,
+    UNKNOWN_TYPE,
+    VERSION,
+    decode_pairs,
+    encode_pair,
+    end_request,
+    error_response,
+    frame_stream,
+    record,
+    stdout_records,
+)
 
 log = logging.getLogger("iipsrv_py.fastcgi")
 
-VERSION = 1
-BEGIN_REQUEST, ABORT_REQUEST, END_REQUEST, PARAMS, STDIN, STDOUT, STDERR, DATA = 1, 2, 3, 4, 5, 6, 7, 8
-GET_VALUES, GET_VALUES_RESULT, UNKNOWN_TYPE = 9, 10, 11
-RESPONDER = 1
-KEEP_CONN = 1
-REQUEST_COMPLETE, CANT_MPX_CONN, OVERLOADED, UNKNOWN_ROLE = 0, 1, 2, 3
-
-HEADER = struct.Struct("!BBHHBx")
-BEGIN_BODY = struct.Struct("!HB5x")
-END_BODY = struct.Struct("!IB3x")
-MAX_CONTENT = 0xFFFF
 RECV_SIZE = 256 * 1024
 IDLE_TIMEOUT = 300.0  # seconds a connection may sit without progress before the worker closes it
 MAX_CONNS = 1024  # connections per worker (FCGI_MAX_CONNS); nginx's keepalive caches are far smaller
@@ -115,116 +126,6 @@ class StreamError(Exception):
         self.reason = reason
         self.status = status
         self.request_id = request_id
-
-
-def _record(kind: int, request_id: int, content: bytes = b"") -> bytes:
-    return HEADER.pack(VERSION, kind, request_id, len(content), 0) + content
-
-
-def _end_request(request_id: int, protocol_status: int = REQUEST_COMPLETE, app_status: int = 0) -> bytes:
-    return _record(END_REQUEST, request_id, END_BODY.pack(app_status, protocol_status))
-
-
-def frame_stream(kind: int, request_id: int, chunks: Iterable[bytes]) -> list[bytes | memoryview]:
-    """``chunks`` as records of at most 65535 bytes each, then the empty record that ends the
-    stream.  Record contents are views of the chunks: the one copy is the join before sending."""
-    parts: list[bytes | memoryview] = []
-    pending: list[memoryview] = []
-    room = MAX_CONTENT
-    for chunk in chunks:
-        view = memoryview(chunk).cast("B")
-        pos, size = 0, len(view)
-        while pos < size:
-            take = min(room, size - pos)
-            pending.append(view[pos : pos + take])
-            pos += take
-            room -= take
-            if room == 0:
-                parts.append(HEADER.pack(VERSION, kind, request_id, MAX_CONTENT, 0))
-                parts.extend(pending)
-                pending.clear()
-                room = MAX_CONTENT
-    if pending:
-        parts.append(HEADER.pack(VERSION, kind, request_id, MAX_CONTENT - room, 0))
-        parts.extend(pending)
-    parts.append(HEADER.pack(VERSION, kind, request_id, 0, 0))
-    return parts
-
-
-def _stdout_records(request_id: int, chunks: list[bytes]) -> bytes:
-    """A whole response as FCGI_STDOUT records and FCGI_END_REQUEST, in one block to send.
-
-    Most answers (metadata, tiles) fit in one record: those are joined directly, without the
-    views ``frame_stream`` makes to split larger ones.
-    """
-    size = sum(map(len, chunks))
-    if size <= MAX_CONTENT:
-        return b"".join(
-            (
-                HEADER.pack(VERSION, STDOUT, request_id, size, 0),
-                *chunks,
-                HEADER.pack(VERSION, STDOUT, request_id, 0, 0),
-                _end_request(request_id),
-            )
-        )
-    parts = frame_stream(STDOUT, request_id, chunks)
-    parts.append(_end_request(request_id))
-    return b"".join(parts)
-
-
-def decode_pairs(data: bytes) -> dict[str, str]:
-    """FastCGI name-value pairs; names and values as latin-1 text, as WSGI wants them.
-
-    Hot: nginx sends some twenty pairs with every request.  The whole block is decoded to text
-    once (latin-1 maps each byte to one character) and the pairs are slices of it; lengths are
-    read from the bytes, one byte each unless the high bit asks for four.
-    """
-    text = data.decode("latin-1")
-    pairs: dict[str, str] = {}
-    pos, end = 0, len(data)
-    while pos < end:
-        name_length = data[pos]
-        if name_length & 0x80:
-            if pos + 4 > end:
-                raise ValueError("truncated name-value pair")
-            name_length = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF
-            pos += 4
-        else:
-            pos += 1
-        if pos >= end:
-            raise ValueError("truncated name-value pair")
-        value_length = data[pos]
-        if value_length & 0x80:
-            if pos + 4 > end:
-                raise ValueError("truncated name-value pair")
-            value_length = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF
-            pos += 4
-        else:
-            pos += 1
-        name_end = pos + name_length
-        value_end = name_end + value_length
-        if value_end > end:
-            raise ValueError("truncated name-value pair")
-        pairs[text[pos:name_end]] = text[name_end:value_end]
-        pos = value_end
-    return pairs
-
-
-def encode_pair(name: bytes, value: bytes) -> bytes:
-    def length(n: int) -> bytes:
-        return bytes([n]) if n < 128 else (n | 0x80000000).to_bytes(4, "big")
-
-    return length(len(name)) + length(len(value)) + name + value
-
-
-def error_response(status: str, reason: str) -> bytes:
-    """An HTTP answer the responder writes itself, for a request it cannot give the application."""
-    body = (reason + "\n").encode("latin-1", "replace")
-    head = (
-        f"Status: {status}\r\nServer: {SERVER_SOFTWARE}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nCache-Control: no-cache\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
 
 
 class _Request:
@@ -552,9 +453,9 @@ class Responder:
             for request_id, values in enumerate(params, start=1):
                 pairs = b"".join(encode_pair(k.encode("latin-1"), v.encode("latin-1")) for k, v in values.items())
                 theirs.sendall(
-                    _record(BEGIN_REQUEST, request_id, BEGIN_BODY.pack(RESPONDER, KEEP_CONN))
+                    record(BEGIN_REQUEST, request_id, BEGIN_BODY.pack(RESPONDER, KEEP_CONN))
                     + b"".join(frame_stream(PARAMS, request_id, [pairs]))
-                    + _record(STDIN, request_id)
+                    + record(STDIN, request_id)
                 )
                 self._read(conn)
                 while self.ready:
@@ -608,7 +509,7 @@ class Responder:
                 if conn.out or (kind == BEGIN_REQUEST and conn.active is not None and conn.active.complete):
                     held = True
                     break
-                self._record(conn, kind, request_id, buffer[pos + 8 : pos + 8 + length])
+                self.record(conn, kind, request_id, buffer[pos + 8 : pos + 8 + length])
                 pos = stop
                 if conn.closed:
                     return
@@ -624,7 +525,7 @@ class Responder:
         elif held:
             self._watch(conn, 0)
 
-    def _record(self, conn: _Connection, kind: int, request_id: int, content: bytes) -> None:
+    def record(self, conn: _Connection, kind: int, request_id: int, content: bytes) -> None:
         if request_id == 0:
             self._management(conn, kind, content)
             return
@@ -637,10 +538,10 @@ class Responder:
                 if active.request_id == request_id:
                     raise StreamError("FCGI_BEGIN_REQUEST for a request in progress")
                 # Multiplexing is not offered (FCGI_MPXS_CONNS 0): refuse the second request.
-                self._queue(conn, _end_request(request_id, CANT_MPX_CONN))
+                self._queue(conn, end_request(request_id, CANT_MPX_CONN))
                 return
             if role != RESPONDER:
-                self._queue(conn, _end_request(request_id, UNKNOWN_ROLE))
+                self._queue(conn, end_request(request_id, UNKNOWN_ROLE))
                 if not flags & KEEP_CONN:
                     self._after_answer(conn, keep=False)
                 return
@@ -653,7 +554,7 @@ class Responder:
             # answered is not active any more, so a late abort lands in the line above.
             active.cancelled = True
             conn.active = None
-            self._queue(conn, _end_request(request_id))
+            self._queue(conn, end_request(request_id))
             if not active.flags & KEEP_CONN:
                 self._after_answer(conn, keep=False)
             return
@@ -698,9 +599,9 @@ class Responder:
             except ValueError as exc:
                 raise StreamError(f"FCGI_GET_VALUES: {exc}") from None
             body = b"".join(encode_pair(n.encode(), self._values[n]) for n in names if n in self._values)
-            self._queue(conn, _record(GET_VALUES_RESULT, 0, body))
+            self._queue(conn, record(GET_VALUES_RESULT, 0, body))
         else:
-            self._queue(conn, _record(UNKNOWN_TYPE, 0, bytes([kind]) + b"\0" * 7))
+            self._queue(conn, record(UNKNOWN_TYPE, 0, bytes([kind]) + b"\0" * 7))
 
     def _broken(self, conn: _Connection, exc: StreamError) -> None:
         """The stream cannot be followed: answer the request it was about, if any, then close."""
@@ -725,7 +626,7 @@ class Responder:
             conn.active = None
         for request_id in answered:
             parts = frame_stream(STDOUT, request_id, [error_response(exc.status, exc.reason)])
-            parts.append(_end_request(request_id))
+            parts.append(end_request(request_id))
             self._queue(conn, b"".join(parts))
         self._after_answer(conn, keep=False)
 
@@ -746,7 +647,7 @@ class Responder:
         if conn.closed:  # e.g. the application ran so long that the worker was told to stop
             return
         conn.answered += 1
-        self._queue(conn, _stdout_records(request.request_id, response))
+        self._queue(conn, stdout_records(request.request_id, response))
         self._after_answer(conn, keep=bool(request.flags & KEEP_CONN) and not conn.broken)
 
     def _call_app(self, request: _Request) -> list[bytes]:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iipsrv_py.fastcgi import decode_pairs, encode_pair
+from iipsrv_py.fastcgi_records import decode_pairs, encode_pair
 from tests import fcgi_client
 
 BEGIN, ABORT, END, PARAMS, STDIN, STDOUT, GET_VALUES, GET_VALUES_RESULT = 1, 2, 3, 4, 5, 6, 9, 10

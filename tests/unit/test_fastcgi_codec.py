@@ -15,7 +15,7 @@ from flup.server import fcgi_base as flup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iipsrv_py.fastcgi import HEADER, decode_pairs, encode_pair, frame_stream
+from iipsrv_py.fastcgi_records import HEADER, decode_pairs, encode_pair, frame_stream
 from tests import fcgi_client as fc
 
 # Short (one byte, < 128) and long (four bytes) length forms, and lengths past one record.

@@ -22,7 +22,8 @@ import pytest
 
 from iipsrv_py import app as application
 from iipsrv_py import fastcgi
-from iipsrv_py.fastcgi import MAX_CONTENT, Responder
+from iipsrv_py.fastcgi import Responder
+from iipsrv_py.fastcgi_records import MAX_CONTENT
 from iipsrv_py.settings import from_environ
 from tests import fcgi_client as fc
 
