@@ -47,7 +47,7 @@ ensure_venv() {
   # Reinstall only when the declared dependencies changed since the last install.
   local stamp="$VENV/.iipsrv_py-installed-$extras"
   local digest
-  digest="$(cat "$ROOT/setup.cfg" "$ROOT/setup.py" | sha256sum | cut -c1-16)"
+  digest="$(cat "$ROOT/setup.cfg" "$ROOT/setup.py" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
   # An install with the test extras is a plain install too: scripts/demo runs in the
   # virtualenv scripts/test set up without installing anything again.
   local with_tests="$VENV/.iipsrv_py-installed-test"
