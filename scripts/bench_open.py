@@ -14,60 +14,16 @@ level 1, which is what a cold first tile costs besides its disk reads.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
 import time
-from typing import BinaryIO
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from iipsrv_py.sources.registry import open_source
 from iipsrv_py.storage.local import LocalStorage
-
-
-class CountingStream(io.RawIOBase):
-    def __init__(self, raw: BinaryIO, reads: list[int]) -> None:
-        self._raw = raw
-        self._reads = reads
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def,override]
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
-        if data:
-            self._reads.append(len(data))
-        return len(data)
-
-
-class CountingBlob:
-    def __init__(self, blob) -> None:  # type: ignore[no-untyped-def]
-        self._blob = blob
-        self.identity = blob.identity
-        self.name = blob.name
-        self.reads: list[int] = []
-        self._stream = CountingStream(blob.stream(), self.reads)
-
-    def stream(self) -> BinaryIO:
-        self._stream.seek(0)
-        return self._stream  # type: ignore[return-value]
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        data = self._blob.read_at(offset, length)
-        self.reads.append(len(data))
-        return data
+from tests.recording import RecordingBlob
 
 
 def main() -> int:
@@ -95,7 +51,7 @@ def main() -> int:
             started = time.perf_counter()
             open_once(tile)
             times.append(time.perf_counter() - started)
-        blob = CountingBlob(storage.open(*storage.resolve(name)))
+        blob = RecordingBlob(storage.open(*storage.resolve(name)))
         source = open_source(blob)  # type: ignore[arg-type]
         if tile:
             source.raw_tile(1, 1, 1)
@@ -103,7 +59,7 @@ def main() -> int:
         print(
             f"{label}: min {times[0] * 1e3:.3f} ms, p10 {times[len(times) // 10] * 1e3:.3f} ms, "
             f"median {statistics.median(times) * 1e3:.3f} ms over {args.opens}; "
-            f"{len(blob.reads)} reads, {sum(blob.reads)} bytes"
+            f"{len(blob.reads)} reads, {blob.bytes_read} bytes"
         )
     return 0
 

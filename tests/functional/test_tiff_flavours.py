@@ -22,7 +22,7 @@ import tifffile
 from iipsrv_py.cache.store import WorkerCache
 from iipsrv_py.sources.registry import open_source
 from iipsrv_py.storage.local import LocalStorage
-from tests import helpers
+from tests import helpers, recording
 from tests.functional import reference as ref
 
 URI_MAP = "iiif=>IIIF deepzoom=>DeepZoom"
@@ -220,22 +220,10 @@ def test_a_lower_level_of_16bit_samples(app):
 # -- stripped images ---------------------------------------------------------------------------
 
 
-class RecordingBlob:
-    """A local blob that records every positional read."""
-
-    def __init__(self, name: str) -> None:
-        storage = LocalStorage(os.path.dirname(helpers.fixture(name)) + "/")
-        location, identity = storage.resolve(name)
-        self._blob = storage.open(location, identity)
-        self.identity, self.name = self._blob.identity, self._blob.name
-        self.reads: list[tuple[int, int]] = []
-
-    def stream(self):
-        return self._blob.stream()
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        self.reads.append((offset, length))
-        return self._blob.read_at(offset, length)
+def recording_blob(name: str) -> recording.RecordingBlob:
+    """A local blob of a fixture that records every read."""
+    storage = LocalStorage(os.path.dirname(helpers.fixture(name)) + "/")
+    return recording.RecordingBlob(storage.open(*storage.resolve(name)))
 
 
 def strip_offsets(name: str) -> tuple[list[int], list[int]]:
@@ -244,7 +232,7 @@ def strip_offsets(name: str) -> tuple[list[int], list[int]]:
 
 
 def test_a_virtual_tile_decodes_only_its_strips_and_a_strip_row_once():
-    blob = RecordingBlob(STRIPS)
+    blob = recording_blob(STRIPS)
     source = open_source(blob, WorkerCache(1 << 24))  # type: ignore[arg-type]  # decoded strips kept there
     offsets, _ = strip_offsets(STRIPS)
     strip_of = {offset: index for index, offset in enumerate(offsets)}
@@ -263,7 +251,7 @@ def test_a_virtual_tile_decodes_only_its_strips_and_a_strip_row_once():
 
 
 def test_an_uncompressed_strip_is_read_by_rows_not_whole():
-    blob = RecordingBlob(ONE_STRIP)
+    blob = recording_blob(ONE_STRIP)
     source = open_source(blob)  # type: ignore[arg-type]
     (offset,), (count,) = strip_offsets(ONE_STRIP)
     blob.reads.clear()

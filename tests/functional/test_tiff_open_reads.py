@@ -10,11 +10,9 @@ count x item size.
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
 
 import imagecodecs
 import numpy as np
@@ -25,63 +23,16 @@ from iipsrv_py.errors import UnsupportedImage
 from iipsrv_py.model import SourceIdentity
 from iipsrv_py.sources.registry import open_source
 from iipsrv_py.storage.local import LocalBlob, LocalStorage
-from tests import helpers
+from tests import helpers, recording
 
 SVS = "svs-rgb-4097x2999-3lvl-step4-256tile-jpeg-label-macro-mpp.svs"
 ARRAY_TAGS = (273, 279, 324, 325)  # StripOffsets, StripByteCounts, TileOffsets, TileByteCounts
 
 
-class RecordingStream(io.RawIOBase):
-    """A file object that records ``(position, length)`` of every read."""
-
-    def __init__(self, raw: BinaryIO, reads: list[tuple[int, int]]) -> None:
-        self._raw = raw
-        self._reads = reads
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def,override]
-        position = self._raw.tell()
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
-        if data:
-            self._reads.append((position, len(data)))
-        return len(data)
-
-
-class RecordingBlob:
+def recording_blob(path: str) -> recording.RecordingBlob:
     """A local blob whose every byte read is recorded in ``reads``."""
-
-    def __init__(self, path: str) -> None:
-        st = os.stat(path)
-        self.identity = SourceIdentity(path, st.st_mtime, st.st_size, str(st.st_ino))
-        self._blob = LocalBlob(path, self.identity)
-        self.name = self._blob.name
-        self.reads: list[tuple[int, int]] = []
-        self._stream = RecordingStream(self._blob._file, self.reads)
-
-    def stream(self) -> BinaryIO:
-        self._stream.seek(0)
-        return self._stream  # type: ignore[return-value]
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        data = self._blob.read_at(offset, length)
-        self.reads.append((offset, len(data)))
-        return data
-
-    @property
-    def bytes_read(self) -> int:
-        return sum(n for _, n in self.reads)
+    st = os.stat(path)
+    return recording.RecordingBlob(LocalBlob(path, SourceIdentity(path, st.st_mtime, st.st_size, str(st.st_ino))))
 
 
 def array_ranges(page: tifffile.TiffPage) -> list[tuple[int, int]]:
@@ -146,7 +97,7 @@ def test_opening_reads_no_offset_array_but_the_first_pages(files, kind):
     first, *others = ifds
     # The arrays of IFDs of more than one segment lie outside their entries.
     assert first[1] and all(ranges for page, ranges in others if len(page.dataoffsets) > 1)
-    blob = RecordingBlob(path)
+    blob = recording_blob(path)
     source = open_source(blob)  # type: ignore[arg-type]
     assert len(source.info.levels) == (3 if kind == "svs" else 5)
     assert covered(blob.reads, first[1])  # the first page is parsed whole, arrays too
@@ -159,7 +110,7 @@ def test_a_tile_of_a_level_reads_that_level_s_arrays_only(files, kind):
     path = files[kind]
     ifds = list(every_ifd(path))
     for level in (1,) if kind == "svs" else (1, 3):  # (the SVS's level 2 is one tile: no arrays)
-        blob = RecordingBlob(path)
+        blob = recording_blob(path)
         source = open_source(blob)  # type: ignore[arg-type]
         lvl = source.info.levels[level]
         # The IFD of this level, found by its size among the tiled IFDs tifffile lists.
@@ -205,7 +156,7 @@ def test_opening_a_100_mb_pyramid_reads_under_one_percent(tmp_path, capsys):
     write_large_pyramid(path)
     size = os.path.getsize(path)
     assert size > 100 * 1024 * 1024
-    blob = RecordingBlob(path)
+    blob = recording_blob(path)
     source = open_source(blob)  # type: ignore[arg-type]
     assert len(source.info.levels) == 7
     opened = blob.bytes_read
@@ -222,7 +173,7 @@ def test_opening_a_100_mb_pyramid_reads_under_one_percent(tmp_path, capsys):
 def test_the_recording_blob_records_what_tifffile_reads():
     """The recorder itself: tifffile parsing the first page through it reads the IFD."""
     path = helpers.fixture("tif-rgb-3000x2000-5lvl-256tile-deflate.tif")
-    blob = RecordingBlob(path)
+    blob = recording_blob(path)
     with tifffile.TiffFile(blob.stream()) as tif:
         offset = tif.pages.first.offset
     assert any(o <= offset < o + n for o, n in blob.reads)
