@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +48,7 @@ class Settings:
     watermark: str = ""
     watermark_probability: float = 1.0
     watermark_opacity: float = 1.0
-    memcached_servers: str = ""
+    memcached_servers: tuple[tuple[str, int], ...] = ()  # (host, port) of each server, in order
     memcached_timeout: int = 86400
     cors: str = ""
     base_url: str = ""
@@ -65,6 +67,19 @@ class Settings:
     http_bind: str = ""
     deepzoom_overlap: int = 0
     deepzoom_format: str = "jpg"
+    # Object storage (FILESYSTEM_PREFIX=s3://bucket/prefix/).
+    s3_endpoint: str = ""  # S3-compatible stores; "" = AWS
+    s3_region: str = "us-east-1"
+    s3_block_size: int = 256 * 1024  # bytes: reads are whole, aligned blocks
+    s3_cache_mb: float = 64.0  # S3_CACHE_SIZE: blocks kept per worker
+    s3_identity_ttl: float = 5.0  # seconds an object's identity (ETag, size, mtime) is trusted
+    s3_connect_timeout: float = 2.0
+    s3_read_timeout: float = 5.0
+    s3_retries: int = 2
+    # Memcached client (MEMCACHED_SERVERS on): how long a request may wait for it, and how long
+    # a server that failed is left alone.
+    memcached_io_timeout: float = 0.05
+    memcached_retry_interval: float = 10.0
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -74,7 +89,20 @@ class Settings:
         (say) never lets a browser or memcached keep serving the old rendering.
         """
         fields = dataclasses.asdict(self)
-        for name in ("verbosity", "logfile", "workers", "http_bind", "memcached_servers"):
+        for name in (
+            "verbosity",
+            "logfile",
+            "workers",
+            "http_bind",
+            "memcached_servers",
+            "memcached_io_timeout",
+            "memcached_retry_interval",
+            "s3_cache_mb",
+            "s3_identity_ttl",
+            "s3_connect_timeout",
+            "s3_read_timeout",
+            "s3_retries",
+        ):
             fields.pop(name)
         return hashlib.blake2b(repr(sorted(fields.items())).encode(), digest_size=6).hexdigest()
 
@@ -159,6 +187,59 @@ def parse_uri_map(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(entries)
 
 
+MEMCACHED_PORT = 11211
+# A host name (labels of letters, digits, "-" and "_" between dots) or an IPv4 address.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def parse_memcached_servers(text: str) -> tuple[tuple[str, int], ...]:
+    """``'localhost, 10.0.0.2:11212 [::1]'`` -> ``(('localhost', 11211), ('10.0.0.2', 11212), ('::1', 11211))``.
+
+    iipsrv's syntax: ``host[:port]`` separated by commas or whitespace, port 11211 when absent;
+    an IPv6 address is written in brackets when it has a port.  A server named twice counts once
+    (the client would hash keys onto it twice as often otherwise).
+    """
+    servers: list[tuple[str, int]] = []
+    for item in text.replace(",", " ").split():
+        server = _memcached_server(item)
+        if server not in servers:
+            servers.append(server)
+    return tuple(servers)
+
+
+def _memcached_server(item: str) -> tuple[str, int]:
+    problem = f"MEMCACHED_SERVERS entry {item!r} must be host[:port] (an IPv6 address as [addr] or [addr]:port)"
+    if item.startswith("["):
+        address, bracket, rest = item[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise SettingsError(problem)
+        host, port_text = address, rest[1:] if rest else None
+        if not _is_ip(host, 6):
+            raise SettingsError(problem)
+    elif item.count(":") > 1:  # an IPv6 address without a port
+        host, port_text = item, None
+        if not _is_ip(host, 6):
+            raise SettingsError(problem)
+    else:
+        host, colon, port_text_or_empty = item.partition(":")
+        port_text = port_text_or_empty if colon else None
+        if not _HOST_NAME.fullmatch(host):
+            raise SettingsError(problem)
+    if port_text is None:
+        return host, MEMCACHED_PORT
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
+        raise SettingsError(f"MEMCACHED_SERVERS entry {item!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def _is_ip(text: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
+
+
 def _deepzoom_format(text: str) -> str:
     value = text.strip().lower() or "jpg"
     if value not in ("jpg", "jpeg", "png", "webp"):
@@ -210,7 +291,7 @@ def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         watermark=r.string("WATERMARK", ""),
         watermark_probability=r.real("WATERMARK_PROBABILITY", 1.0, 0.0, 1.0),
         watermark_opacity=r.real("WATERMARK_OPACITY", 1.0, 0.0, 1.0),
-        memcached_servers=r.string("MEMCACHED_SERVERS", "").strip(),
+        memcached_servers=parse_memcached_servers(r.string("MEMCACHED_SERVERS", "")),
         memcached_timeout=r.integer("MEMCACHED_TIMEOUT", 86400, 0, 60 * 60 * 24 * 30),
         cors=r.string("CORS", "").strip(),
         base_url=r.string("BASE_URL", "").strip(),
@@ -228,5 +309,15 @@ def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         http_bind=r.string("HTTP_BIND", "").strip(),
         deepzoom_overlap=r.integer("DEEPZOOM_OVERLAP", 0, 0, 64),
         deepzoom_format=_deepzoom_format(r.string("DEEPZOOM_FORMAT", "jpg")),
+        s3_endpoint=r.string("S3_ENDPOINT", "").strip(),
+        s3_region=r.string("S3_REGION", "").strip() or "us-east-1",
+        s3_block_size=r.integer("S3_BLOCK_SIZE", 256 * 1024, 4096, 64 * 1024 * 1024),
+        s3_cache_mb=r.real("S3_CACHE_SIZE", 64.0, 0.0, 1_000_000.0),
+        s3_identity_ttl=r.real("S3_IDENTITY_TTL", 5.0, 0.0, 3600.0),
+        s3_connect_timeout=r.real("S3_CONNECT_TIMEOUT", 2.0, 0.1, 60.0),
+        s3_read_timeout=r.real("S3_READ_TIMEOUT", 5.0, 0.1, 300.0),
+        s3_retries=r.integer("S3_RETRIES", 2, 0, 10),
+        memcached_io_timeout=r.real("MEMCACHED_IO_TIMEOUT", 0.05, 0.001, 10.0),
+        memcached_retry_interval=r.real("MEMCACHED_RETRY_INTERVAL", 10.0, 0.0, 3600.0),
     )
     return settings, r.warnings

@@ -80,7 +80,11 @@ class WarmUp:
 
     def _run(self, queries: tuple[str, ...]) -> None:
         assert self.directory is not None
-        settings = dataclasses.replace(self.settings, filesystem_prefix=self.directory + "/", filesystem_suffix="")
+        # No memcached: the sample's renderings are of no use to anyone, and the supervisor
+        # must not connect before it forks.
+        settings = dataclasses.replace(
+            self.settings, filesystem_prefix=self.directory + "/", filesystem_suffix="", memcached_servers=()
+        )
         app = self.app_class(settings)
         with _quiet():
             for query in queries:
@@ -121,7 +125,9 @@ class WarmUp:
                 responder.rehearse(
                     [
                         {"REQUEST_METHOD": "GET", "QUERY_STRING": query, "REQUEST_URI": "/?" + query, "HTTP_HOST": "x"}
-                        for query in ("", "FIF=warm-up-no-such-image.tif&OBJ=Basic-info")
+                        # Neither touches storage: this is the real application, whose storage
+                        # may be a bucket, where a probe would cost requests at every start.
+                        for query in ("", "OBJ=Basic-info")
                     ]
                 )
         except Exception:

@@ -13,7 +13,9 @@ capped by MAX_LAYERS, chosen by planning and applied by the pipeline).  That ima
 identity of its own (``#layers<n>``), so every cache keyed on the identity keeps its tiles
 apart from the full-quality ones; its decoder state is shared with the image it came from.
 
-glymur opens files by name, so this format needs local storage.  Components must share one
+glymur opens files by name: local files are read through glymur; objects of other storage (S3)
+through ``jp2_opj``, which drives the same OpenJPEG library with a stream that reads the blob,
+and parses the same boxes and main header with glymur's parsers.  Components must share one
 sampling grid; 1-16 bit unsigned samples are served as 8 bits (``v * 255 / (2^bits - 1)``)
 while ``bits_per_sample`` reports what is stored.
 """
@@ -28,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from ..cache.store import NO_CACHE, WorkerCache
-from ..errors import ImageDecodeError, UnsupportedImage
+from ..errors import ImageDecodeError, ServerError, UnsupportedImage
 from ..model import ImageInfo, Level, SourceIdentity
 from ..storage.base import Blob
-from . import pixels
+from . import jp2_opj, pixels
 from .base import SinglePage, tile_of
 from .memory import whole_level
 
@@ -57,7 +59,7 @@ def _glymur() -> Any:
 
 
 class _Codestream:
-    """One opened file and the lock that makes glymur's stateful reads (layer, then slice)
+    """One opened local file and the lock that makes glymur's stateful reads (layer, then slice)
     safe for threads; shared by an image and its layer-limited views."""
 
     def __init__(self, path: str, name: str) -> None:
@@ -94,6 +96,44 @@ class _Codestream:
                 return self.jp2[y0:y1:step, x0:x1:step]
 
 
+class _BlobCodestream:
+    """An image of any storage, decoded by OpenJPEG through a stream over the blob's reads
+    (``jp2_opj``); the same attributes and ``read`` as ``_Codestream``.  Each read has its own
+    OpenJPEG stream and codec, so reads need no lock."""
+
+    def __init__(self, blob: Blob, name: str) -> None:
+        _glymur()  # glymur, and the libopenjp2 it loads, are needed here too
+        self._blob = blob
+        self._size = blob.identity.size
+        try:
+            header = jp2_opj.read_header(blob.stream(), self._size)
+        except ServerError:
+            raise
+        except Exception as exc:
+            raise UnsupportedImage("not a supported image", f"{name}: {type(exc).__name__}: {exc}") from exc
+        self._format = header.codec_format
+        segments = header.segments
+        siz = next((s for s in segments if s.marker_id == "SIZ"), None)
+        cod = next((s for s in segments if s.marker_id == "COD"), None)
+        if siz is None or cod is None:
+            raise UnsupportedImage("not a supported image", f"{name}: codestream without SIZ or COD")
+        self.siz: Any = siz
+        self.decompositions = min([cod.num_res] + [s.num_res for s in segments if s.marker_id == "COC"])
+        self.layers = int(cod.layers)
+        self.boxes = header.boxes
+
+    def read(self, rlevel: int, area: tuple[int, int, int, int], layers: int) -> Any:
+        y0, x0, y1, x1 = area
+        return jp2_opj.decode(
+            self._blob.read_at,
+            self._size,
+            self._format,
+            rlevel,
+            (x0, y0, x1, y1),
+            layers if 0 < layers < self.layers else 0,
+        )
+
+
 def _box(boxes: list[Any], box_id: str) -> Any:
     for box in boxes:
         if box.box_id == box_id:
@@ -108,7 +148,7 @@ class Jp2Source(SinglePage):
     format_name = "jp2"
     identity: SourceIdentity
     info: ImageInfo
-    _stream: _Codestream
+    _stream: _Codestream | _BlobCodestream
     _dwt_levels: int  # levels decoded by OpenJPEG; the ones after them are resized
     _offset: tuple[int, int]  # image origin on the reference grid
     _conversion: pixels.Conversion  # stored samples (1-16 bits per component) to 8 bits
@@ -137,11 +177,7 @@ class Jp2Source(SinglePage):
         self._views: dict[int, Jp2Source] = {}
         self.identity = blob.identity
         path = getattr(blob, "path", None)
-        if not path:
-            raise UnsupportedImage(
-                "JPEG 2000 images can only be served from local storage", f"{self.name}: no local file"
-            )
-        self._stream = _Codestream(path, self.name)
+        self._stream = _Codestream(path, self.name) if path else _BlobCodestream(blob, self.name)
         self.info = self._describe()
 
     # -- description ------------------------------------------------------------------------
@@ -248,6 +284,8 @@ class Jp2Source(SinglePage):
         )
         try:
             decoded = self._stream.read(r, area, self.layers)
+        except ServerError:
+            raise  # storage errors (502/504) stay what they are
         except Exception as exc:
             raise ImageDecodeError("damaged image", f"{self.name}: resolution {r} area {area}: {exc}") from exc
         if isinstance(decoded, list):

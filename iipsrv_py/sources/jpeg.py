@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..cache.store import WorkerCache
-from ..errors import ImageDecodeError, UnsupportedImage
+from ..errors import ImageDecodeError, ServerError, UnsupportedImage
 from ..model import METRES_PER_INCH_FACTOR
 from ..storage.base import Blob
 from .memory import TILE, ArraySource, halving_sizes
@@ -72,7 +72,7 @@ class JpegSource(ArraySource):
                 icc = im.info.get("icc_profile")
                 dpi = im.info.get("dpi")
                 metadata = self._metadata(im)
-        except UnsupportedImage:
+        except ServerError:  # ours, storage errors included (502/504 from an object store)
             raise
         except Exception as exc:  # Pillow: a header it cannot read
             raise UnsupportedImage("not a supported image", f"{name}: {type(exc).__name__}: {exc}") from exc
@@ -141,7 +141,7 @@ class JpegSource(ArraySource):
                     im.draft(im.mode, (im.width // scale, im.height // scale))
                 im.load()
                 pixels = np.asarray(im)
-        except ImageDecodeError:
+        except ServerError:
             raise
         except Exception as exc:
             raise ImageDecodeError("damaged image", f"{self.name}: 1/{scale} decode: {exc}") from exc

@@ -25,7 +25,7 @@ import re
 import numpy as np
 import tifffile
 
-from ..errors import ImageDecodeError, NotFound
+from ..errors import ImageDecodeError, NotFound, ServerError
 from .base import ImageSource
 from .memory import ArraySource, halving_sizes
 from .tiff_describe import Description
@@ -153,7 +153,7 @@ class Aperio:
             try:
                 page = structure.full_page(ifd)
                 return _as_rgb8(page.asarray(), page)
-            except ImageDecodeError:
+            except ServerError:  # ours, storage errors included
                 raise
             except Exception as exc:
                 detail = f"{structure.name}::{name}: {type(exc).__name__}: {exc}"

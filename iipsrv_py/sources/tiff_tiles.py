@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tifffile
 
-from ..errors import ImageDecodeError
+from ..errors import ImageDecodeError, ServerError
 from ..model import Level
 from . import pixels
 from .jpegstream import standalone_jpeg
@@ -76,6 +76,8 @@ class TileReader:
             ifd = self._decoding.levels[level]
             try:
                 page = self._structure.full_page(ifd)
+            except ServerError:  # storage errors (502/504 from an object store) stay what they are
+                raise
             except Exception as exc:
                 raise ImageDecodeError("damaged image", f"{self._name}: level {level} IFD: {exc}") from exc
             self._pages[level] = page
@@ -135,6 +137,8 @@ class TileReader:
         data = self._read(offset, count, f"segment {index}")
         try:
             decoded, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
+        except ServerError:  # tifffile may read lazily loaded tag values (JPEGTables) here
+            raise
         except Exception as exc:
             raise ImageDecodeError("damaged image", f"{self._name}: segment {index}: {exc}") from exc
         if decoded is None:
