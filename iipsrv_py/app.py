@@ -22,7 +22,10 @@ from urllib.parse import quote, unquote
 
 from . import SERVER_SOFTWARE, __version__
 from .cache.keys import etag
+from .cache.memcached import shared_cache
 from .cache.responses import CachedResponse, ResponseCache, Shortcut, request_text
+from .cache.shared import SharedCache
+from .cache.shared_responses import SharedResponses
 from .cache.store import WorkerCache
 from .catalog import Catalog
 from .errors import IIPError, ServerError, TooLarge, status_line
@@ -32,7 +35,7 @@ from .pipeline import Pipeline
 from .protocols import iip as iip_protocol
 from .responses import PLAIN_TEXT, Response, http_date
 from .settings import Settings
-from .storage.local import LocalStorage
+from .storage import make_storage
 
 log = logging.getLogger("iipsrv_py")
 
@@ -74,8 +77,13 @@ class Application:
         # Every byte a worker keeps of pixels and responses, under one budget.
         self.cache = WorkerCache(int(settings.max_image_cache_mb * 1024 * 1024))
         self.responses = ResponseCache(self.cache)
+        # Shared with the other workers and machines (memcached), or nothing: whole responses
+        # here, and whatever the storage keeps there (S3 blocks).  The client connects on first
+        # use, in the worker process that uses it.
+        self.shared: SharedCache = shared_cache(settings)
+        self.shared_responses = SharedResponses(self.shared, settings.memcached_timeout)
         self.catalog = Catalog(
-            LocalStorage(settings.filesystem_prefix, settings.filesystem_suffix),
+            make_storage(settings, self.shared),
             settings.max_metadata_cache,
             settings.filename_pattern,
             self.cache,
@@ -117,7 +125,7 @@ class Application:
             hit = self._shortcut(text)
             if hit is not None:
                 start_response(hit.status, hit.headers)
-                self._log(method, environ, 200, len(hit.body), started)
+                self._log(method, environ, 200, len(hit.body), started, "shortcut")
                 return [b""] if method == "HEAD" else [hit.body]
         self.catalog.begin_request()
         try:
@@ -129,7 +137,7 @@ class Application:
             response = self._error(ServerError(log_detail=repr(exc)), environ, logged=True)
         status, headers, body = self._finish(response, method, text)
         start_response(status, headers)
-        self._log(method, environ, response.status, len(body), started)
+        self._log(method, environ, response.status, len(body), started, response.layer)
         return [b""] if method == "HEAD" else [body]
 
     def _shortcut(self, text: tuple[str, ...]) -> CachedResponse | None:
@@ -142,22 +150,28 @@ class Application:
     def _finish(
         self, response: Response, method: str, text: tuple[str, ...] | None
     ) -> tuple[str, list[tuple[str, str]], bytes]:
-        """Status line, headers and body of a response; a fresh 200 with a key is kept."""
+        """Status line, headers and body of a response; a fresh 200 with a key is kept, by this
+        worker and in memcached (never an error: those are not worth a round trip)."""
         if response.cached is not None:
             cached = response.cached
         else:
             cached = CachedResponse(status_line(response.status), self._headers(response), response.body)
             if response.status == 200 and response.key and method != "POST":
                 self.responses.put(response.key, cached)
+                self.shared_responses.put(response.key, cached)
         if text is not None and response.status == 200 and response.key and len(self.catalog.opened) == 1:
             self.responses.remember_shortcut(text, Shortcut(response.key, tuple(self.catalog.opened)))
         return cached.status, cached.headers, cached.body
 
     @staticmethod
-    def _log(method: str, environ: dict[str, Any], status: int, size: int, started: float) -> None:
+    def _log(method: str, environ: dict[str, Any], status: int, size: int, started: float, layer: str) -> None:
+        """The access line (VERBOSITY >= 2).  It ends with what answered a successful request:
+        ``shortcut`` (the request-text shortcut), ``worker`` (this worker's response cache),
+        ``memcached`` or ``rendered``; errors name none."""
         if log.isEnabledFor(logging.INFO):
             elapsed = (time.perf_counter() - started) * 1000
-            log.info("%s %s -> %d %dB %.1fms", method, _describe(environ), status, size, elapsed)
+            answered = f" {layer}" if layer and status < 400 else ""
+            log.info("%s %s -> %d %dB %.1fms%s", method, _describe(environ), status, size, elapsed, answered)
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -186,6 +200,7 @@ class Application:
             environ.get("HTTP_IF_NONE_MATCH"),
             environ.get("HTTP_IF_MODIFIED_SINCE"),
             client,
+            self.shared_responses,
         )
         return HANDLERS[route.protocol](route, ctx)
 

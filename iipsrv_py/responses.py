@@ -24,6 +24,9 @@ class Response:
     cache_control: str | None = None
     # A response found in the cache under ``key``: sent exactly as it was stored.
     cached: CachedResponse | None = None
+    # Which layer answered, for the access log: "worker" or "memcached" (a cached copy),
+    # "rendered" (built for this request); "" when no cache was consulted.
+    layer: str = ""
 
 
 def http_date(seconds: float) -> str:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from .. import encoders
 from ..cache.keys import cache_key
 from ..cache.responses import ResponseCache
+from ..cache.shared_responses import SharedResponses
 from ..catalog import Catalog
 from ..pipeline import Pipeline
 from ..planning import ImagePlan
@@ -46,12 +47,17 @@ class RequestContext:
     if_none_match: str | None = None
     if_modified_since: str | None = None
     client: ClientRequest = field(default_factory=ClientRequest)
+    # Responses other workers and machines rendered (memcached); nothing when it is off.
+    shared_responses: SharedResponses = field(default_factory=SharedResponses)
 
     def respond(self, source: ImageSource, canonical: str, build: Callable[[], Response]) -> Response:
         """The answer named by ``canonical`` about ``source``: a 304 when the client has it, the
-        cached response when this worker has it, else ``build()``'s, keyed for reuse.
+        cached response when this worker has it, else when memcached has it, else ``build()``'s,
+        keyed for reuse (the application stores a fresh 200 in both caches).
 
-        Checked before anything is decoded, so a revalidation or a cache hit costs a hash.
+        Checked before anything is decoded, so a revalidation or a cache hit costs a hash (and
+        a memcached hit one round trip).  The key holds the source's current identity, so a
+        copy made from an older version of the image can never be found.
         """
         key = cache_key(source.identity, canonical, self.settings.fingerprint)
         mtime = source.identity.mtime
@@ -60,10 +66,16 @@ class RequestContext:
         if self.method != "POST":
             cached = self.responses.get(key)
             if cached is not None:
-                return Response(200, cached.body, key=key, last_modified=mtime, cached=cached)
+                return Response(200, cached.body, key=key, last_modified=mtime, cached=cached, layer="worker")
+            cached = self.shared_responses.get(key)
+            if cached is not None:
+                # Kept by this worker too: its next request for it needs no round trip.
+                self.responses.put(key, cached)
+                return Response(200, cached.body, key=key, last_modified=mtime, cached=cached, layer="memcached")
         response = build()
         response.key = key
         response.last_modified = mtime
+        response.layer = "rendered"
         return response
 
     def image_response(
