@@ -1,4 +1,5 @@
-"""Command line: ``iipsrv-py [--bind ADDR | --http HOST:PORT | --debug] [--workers N] ...``"""
+"""Command line: ``iipsrv-py [--bind ADDR | --http HOST:PORT | --debug] [--workers N] ...``, and
+the subcommand ``iipsrv-py check ...`` (``check.py``)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iipsrv-py",
         description="IIPImage-compatible image server (IIP, IIIF, DeepZoom, Zoomify). "
-        "Configured by iipsrv's environment variables; see the README.",
+        "Configured by iipsrv's environment variables; see the README. "
+        "`iipsrv-py check [ROOT] [--list-slides] [--test-slide ID]` checks the image storage.",
     )
     front = parser.add_mutually_exclusive_group()
     front.add_argument(
@@ -83,6 +85,11 @@ def load_settings() -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        from . import check
+
+        return check.main(argv[1:], load_settings())
     args = build_parser().parse_args(argv)
     settings = load_settings()
     _raise_file_limit()
