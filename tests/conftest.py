@@ -6,6 +6,9 @@ import pytest
 
 from tests import helpers
 
+# The S3 tests' session fixtures (a moto server holding the test images, a counting proxy).
+pytest_plugins = ["tests.integration.s3_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def fixtures() -> str:

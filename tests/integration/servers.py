@@ -346,7 +346,28 @@ def keeps_connections(engine: str) -> bool:
     return engine == "native"
 
 
-def nginx_conf(workdir: str, port: int, upstream: str, keep_conn: bool = True) -> str:
+def nginx_upstream_hosts(path: str, upstreams: list[str]) -> str:
+    """A shipped upstream over several hosts with its server lines, in order, at ``upstreams``
+    (their parameters, such as max_fails, kept).  The file must have one active server line per
+    upstream given."""
+    with open(path) as f:
+        text = f.read()
+    found = _UPSTREAM_SERVER.findall(text)
+    assert len(found) == len(upstreams), f"{path} has {len(found)} active server lines, not {len(upstreams)}"
+    addresses = iter(upstreams)
+    return re.sub(
+        r"^(?P<indent>[ \t]*)server[ \t]+\S+(?P<rest>[^;#\n]*);",
+        lambda m: f"{m['indent']}server {next(addresses)}{m['rest']};",
+        text,
+        flags=re.MULTILINE,
+    )
+
+
+def nginx_conf(
+    workdir: str, port: int, upstream: str, keep_conn: bool = True, upstream_block: str | None = None
+) -> str:
+    """A whole nginx.conf around the shipped location; the shipped upstream at ``upstream`` unless
+    ``upstream_block`` gives another one (several hosts)."""
     # As root nginx would switch its workers to "nobody", who may not open the test's unix
     # socket; every file nginx writes is kept inside the private directory.
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -363,7 +384,7 @@ http {{
     fastcgi_temp_path {workdir}/fastcgi_temp;
     uwsgi_temp_path {workdir}/uwsgi_temp;
     scgi_temp_path {workdir}/scgi_temp;
-{nginx_upstream(upstream, keep_conn)}
+{upstream_block if upstream_block is not None else nginx_upstream(upstream, keep_conn)}
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
@@ -374,14 +395,14 @@ http {{
 
 
 class Nginx(Managed):
-    def __init__(self, workdir: str, upstream: str, keep_conn: bool = True) -> None:
+    def __init__(self, workdir: str, upstream: str, keep_conn: bool = True, upstream_block: str | None = None) -> None:
         binary = helpers.require_binary("nginx")
         self.port = free_port()
         self.workdir = os.path.join(workdir, "nginx")
         os.makedirs(self.workdir, exist_ok=True)
         conf = os.path.join(self.workdir, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(nginx_conf(self.workdir, self.port, upstream, keep_conn))
+            f.write(nginx_conf(self.workdir, self.port, upstream, keep_conn, upstream_block))
         error_log = os.path.join(self.workdir, "error.log")
         argv = [binary, "-p", self.workdir + "/", "-e", error_log, "-c", conf]
         super().__init__("nginx", argv, self.workdir)

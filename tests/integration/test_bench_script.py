@@ -84,3 +84,47 @@ def test_bench_quick_compares_both_servers(tmp_path) -> None:
 def cell(row: str, index: int) -> str:
     """Column ``index`` (1 = first) of a markdown table row."""
     return re.split(r"\s*\|\s*", row)[index]
+
+
+@pytest.mark.time_limit(280)
+def test_bench_s3_quick_serves_one_image_from_the_store_and_from_disk(tmp_path) -> None:
+    """`scripts/bench --s3` runs: warm tiles from the bucket cost no store request once the
+    workers share memcached, a cold first tile a handful of ranged GETs, far from the whole file."""
+    for program in ("wrk", "nginx"):
+        helpers.require_binary(program)
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(helpers.ROOT, "scripts", "bench.py"),
+            "--s3",
+            "--quick",
+            "--duration",
+            "1",
+            "--images",
+            str(tmp_path / "images"),
+            "--markdown",
+            str(tmp_path / "table.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=270,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {
+        tuple(cell.strip() for cell in line.split("|")[1:3]): [cell.strip() for cell in line.split("|")[3:-1]]
+        for line in (tmp_path / "table.md").read_text().splitlines()
+        if line.startswith(("| warm", "| cold"))
+    }
+    shared = rows[("warm JPEG tiles, IIIF URLs", "S3 (moto) + memcached")]
+    assert float(shared[0].replace(",", "")) > 0 and shared[3] == "0" and shared[4] == "0"  # rate, errors, GETs
+    # Without memcached a worker reads what only the other worker had answered: GETs may happen,
+    # errors may not.
+    assert rows[("warm JPEG tiles, IIIF URLs", "S3 (moto)")][3] == "0"
+    cold = next(
+        cells for (scenario, storage), cells in rows.items() if scenario.startswith("cold") and storage == "S3 (moto)"
+    )
+    median_gets = float(cold[4].split()[0])
+    size = os.path.getsize(str(tmp_path / "images" / "bench-rgb-4000x3000-256tile-jpeg.tif"))
+    assert 1 <= median_gets <= 8 and float(cold[6]) * 1e6 < size / 2, cold
+    assert ("warm JPEG tiles, IIIF URLs", "local disk") in rows
+    assert ("warm JPEG tiles, IIIF URLs", "local disk + memcached") in rows
