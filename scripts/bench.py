@@ -733,8 +733,23 @@ def main() -> int:
     parser.add_argument("--images", default=os.path.join(ROOT, ".bench"), help="where benchmark images are kept")
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--only", help="comma-separated scenario numbers to run (e.g. 1,3b,5,6)")
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="instead: the same image from an S3-compatible store (moto on loopback) and from the local disk, "
+        "warm and cold tiles with the store requests they cost",
+    )
     args = parser.parse_args()
     duration = args.duration or (2.0 if args.quick else 10.0)
+    if args.s3:
+        import bench_s3
+
+        report = bench_s3.run(args, duration, args.workers, args.connections, args.images.rstrip("/"))
+        print(report)
+        if args.markdown:
+            with open(args.markdown, "w") as handle:
+                handle.write(report + "\n")
+        return 0
     engines = list(ENGINES) if args.engine == "both" else [args.engine]
     # Regions are requested once each: the lists must outlast the run at either server's rate.
     counts = (60, 3000, 3000) if args.quick else (3000, 20000, 40000)
