@@ -119,24 +119,71 @@ class Quality:
 
 @dataclass(frozen=True)
 class Ops:
-    """Processing after the resize: tone, colour reduction, then mirroring, then rotation.
+    """The processing a view asks for, in the order the pipeline applies it (SPEC section 4).
 
-    ``rotation`` is clockwise in degrees (any angle); ``mirror`` flips horizontally before
-    rotating (IIIF ``!n``); ``colour`` is "" (as stored), "gray" or "bitonal"; ``tone`` is ""
-    or one of the IIIF extension qualities "negative", "stretch", "equalization", "log".
+    Float stage, on the region's samples before the resize, normalised to 0..1 by the image's
+    per-channel minimum and maximum (``minmax`` overrides them: (channel, min, max), channel -1
+    for all): ``shade`` (SHD angles), ``twist`` (CTW rows), ``gamma`` or ``log`` (GAM),
+    ``invert`` (INV), ``cmap`` (CMP), ``kernel`` (CNV, row-major), ``contrast`` (CNT); then
+    quantised to ``bits`` (8, or 16 for PNG/TIFF output of a deeper source).  After the
+    resize, on 8-bit (or 16-bit) pixels: ``colour`` ("" as stored, "gray", "bitonal"),
+    ``tone`` ("" or "stretch"/"equalization": CNT=st/eq and IIIF's extension qualities), then
+    ``mirror`` (horizontal flip) and ``rotation`` (clockwise degrees, any angle).
     """
 
     rotation: float = 0.0
     mirror: bool = False
     colour: str = ""
     tone: str = ""
+    minmax: tuple[tuple[int, float, float], ...] = ()
+    shade: tuple[float, float] | None = None
+    twist: tuple[tuple[float, ...], ...] = ()
+    gamma: float = 1.0
+    log: bool = False
+    invert: bool = False
+    cmap: str = ""
+    kernel: tuple[float, ...] = ()
+    contrast: float = 1.0
+    bits: int = 8
+
+    @property
+    def float_stage(self) -> bool:
+        """Whether the samples go through the float stage (else they are read as 8-bit)."""
+        return bool(
+            self.minmax
+            or self.shade is not None
+            or self.twist
+            or self.gamma != 1.0
+            or self.log
+            or self.invert
+            or self.cmap
+            or self.kernel
+            or self.contrast != 1.0
+            or self.bits != 8
+        )
+
+    @property
+    def changes_colours(self) -> bool:
+        """Whether the output's colours are no longer in the source's colour space (so its ICC
+        profile no longer describes them): colour maps, twists, shading, grey and bitonal."""
+        return bool(self.colour or self.cmap or self.twist or self.shade is not None)
 
     @property
     def none(self) -> bool:
-        return not (self.rotation % 360 or self.mirror or self.colour or self.tone)
+        return not (self.rotation % 360 or self.mirror or self.colour or self.tone or self.float_stage)
 
     @property
     def canonical(self) -> str:
         if self.none:
             return ""
-        return f"{'!' if self.mirror else ''}{self.rotation % 360:g}/{self.colour}/{self.tone}"
+        text = f"{'!' if self.mirror else ''}{self.rotation % 360:g}/{self.colour}/{self.tone}"
+        if not self.float_stage:
+            return text
+        minmax = ";".join(f"{c}:{lo!r},{hi!r}" for c, lo, hi in self.minmax)
+        shade = "" if self.shade is None else f"{self.shade[0]!r},{self.shade[1]!r}"
+        twist = ";".join(",".join(map(repr, row)) for row in self.twist)
+        kernel = ",".join(map(repr, self.kernel))
+        return (
+            f"{text}/m{minmax}/s{shade}/t{twist}/g{self.gamma!r}{'L' if self.log else ''}"
+            f"/i{int(self.invert)}/c{self.cmap}/k{kernel}/x{self.contrast!r}/b{self.bits}"
+        )

@@ -1,4 +1,12 @@
-"""Executing an ImagePlan: a stored tile sent as it is, or decode -> resize -> process -> encode.
+"""Executing an ImagePlan: a stored tile sent as it is, or decode -> process -> encode.
+
+The order is SPEC section 4's: the region is read (CIELAB already converted by its source);
+when any of MINMAX, SHD, CTW, GAM, INV, CMP, CNV or a contrast factor applies (or 16-bit
+output), its samples go through the float stage -- normalised per channel by the image's
+minimum and maximum, processed, quantised once -- otherwise they are read as 8-bit; then
+resized, reduced to grey or bitonal, stretched or equalised, mirrored, rotated, encoded.  The
+float stage runs on the region at the level the planner chose, so its memory is bounded by
+the output, not the image.
 
 Decoded source tiles are kept in the worker cache (``cache/store.py``), so neighbouring regions
 and re-encodings do not decode again; their keys start with the source identity token, so a
@@ -12,9 +20,11 @@ import numpy as np
 
 from . import encoders
 from .cache.store import WorkerCache
+from .model import ImageInfo, Ops
 from .planning import ImagePlan
 from .settings import Settings
 from .sources.base import ImageSource
+from .transforms import processing
 from .transforms.colour import to_bitonal, to_grey
 from .transforms.resample import resize
 from .transforms.rotate import mirror, rotate
@@ -35,20 +45,24 @@ class Pipeline:
         if body is not None:
             return body
         encoder = encoders.get(plan.encoding)
-        pixels = self.region(source, plan)
+        if plan.ops.float_stage:
+            pixels = float_stage(self.region(source, plan, native=True), source.info, plan.ops)
+        else:
+            pixels = self.region(source, plan)
         pixels = resize(pixels, plan.out_width, plan.out_height, self.settings.interpolation)
         pixels = self._process(pixels, plan, encoder.alpha)
         return encoder.encode(pixels, plan.quality, self.settings)
 
     @staticmethod
     def _process(pixels: np.ndarray, plan: ImagePlan, alpha: bool) -> np.ndarray:
+        """The stage after the resize: grey or bitonal, stretch or equalisation, flip, rotation."""
         ops = plan.ops
-        if ops.tone:
-            pixels = TONES[ops.tone](pixels)
         if ops.colour == "gray":
             pixels = to_grey(pixels)
         elif ops.colour == "bitonal":
             pixels = to_bitonal(pixels)
+        if ops.tone:
+            pixels = TONES[ops.tone](pixels)
         if ops.mirror:
             pixels = mirror(pixels)
         return rotate(pixels, ops.rotation, transparent=alpha)
@@ -68,33 +82,36 @@ class Pipeline:
             return None  # an edge tile: the stored one is padded and must be cropped
         return source.raw_tile(plan.level, *plan.tile)
 
-    def tile(self, source: ImageSource, level: int, col: int, row: int) -> np.ndarray:
-        key = ("px", source.identity.token, level, col, row)
+    def tile(self, source: ImageSource, level: int, col: int, row: int, native: bool = False) -> np.ndarray:
+        """A decoded tile, from the cache when it is there: 8-bit pixels, or with ``native`` the
+        samples of ``source.read_samples`` (cached apart)."""
+        key = ("raw" if native else "px", source.identity.token, level, col, row)
         pixels = self.cache.get(key)
         if isinstance(pixels, np.ndarray):
             return pixels
-        fresh = source.read_tile(level, col, row)
+        fresh = source.read_samples(level, col, row) if native else source.read_tile(level, col, row)
         if fresh.base is not None and fresh.base.nbytes > fresh.nbytes:
             # A cropped edge tile: keep only the pixels, not the padded buffer behind them.
             fresh = fresh.copy()
         self.cache.put(key, fresh, fresh.nbytes)
         return fresh
 
-    def region(self, source: ImageSource, plan: ImagePlan) -> np.ndarray:
-        """The plan's rectangle of its level, assembled from (cached) source tiles."""
+    def region(self, source: ImageSource, plan: ImagePlan, native: bool = False) -> np.ndarray:
+        """The plan's rectangle of its level, assembled from (cached) source tiles (``native``:
+        of their samples for the float stage)."""
         level = source.info.levels[plan.level]
         tw, th = level.tile_width, level.tile_height
         x0, y0, x1, y1 = plan.x, plan.y, plan.x + plan.w, plan.y + plan.h
         cols = range(x0 // tw, (x1 - 1) // tw + 1)
         rows = range(y0 // th, (y1 - 1) // th + 1)
         if len(cols) == 1 and len(rows) == 1:
-            tile = self.tile(source, plan.level, cols[0], rows[0])
+            tile = self.tile(source, plan.level, cols[0], rows[0], native)
             ox, oy = cols[0] * tw, rows[0] * th
             return tile[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
         out: np.ndarray | None = None
         for row in rows:
             for col in cols:
-                tile = self.tile(source, plan.level, col, row)
+                tile = self.tile(source, plan.level, col, row, native)
                 if out is None:
                     out = np.empty((plan.h, plan.w, tile.shape[2]), tile.dtype)
                 tx, ty = col * tw, row * th
@@ -104,3 +121,55 @@ class Pipeline:
                 out[ay - y0 : by - y0, ax - x0 : bx - x0] = tile[ay - ty : by - ty, ax - tx : bx - tx]
         assert out is not None
         return out
+
+
+# -- the float stage -----------------------------------------------------------------------------
+
+
+def sample_ranges(
+    info: ImageInfo, bands: int, minmax: tuple[tuple[int, float, float], ...]
+) -> tuple[list[float], list[float]]:
+    """Per band, the range the float stage maps to 0..1: the image's own (its stored range, or
+    SMin/SMaxSampleValue), 0-255 for images whose samples are shown converted (CIELAB), then
+    MINMAX's overrides in the order given."""
+    if info.colorspace == "cielab" or len(info.min_values) != bands or len(info.max_values) != bands:
+        lows, highs = [0.0] * bands, [255.0] * bands
+    else:
+        lows, highs = list(info.min_values), list(info.max_values)
+    for channel, low, high in minmax:
+        for band in range(bands) if channel < 0 else [channel] if channel < bands else []:
+            lows[band], highs[band] = low, high
+    return lows, highs
+
+
+def float_stage(samples: np.ndarray, info: ImageInfo, ops: Ops) -> np.ndarray:
+    """SPEC section 4's float pipeline: normalise -> SHD -> CTW -> GAM -> INV -> CMP -> CNV ->
+    contrast -> quantise to ``ops.bits``.  An alpha band (the last of 2 or 4) is normalised
+    and quantised alone and joins the colour bands again at the end."""
+    bands = samples.shape[2]
+    colour_bands = bands - 1 if bands in (2, 4) else bands
+    lows, highs = sample_ranges(info, bands, ops.minmax)
+    values = processing.normalise(samples[:, :, :colour_bands], lows[:colour_bands], highs[:colour_bands])
+    if ops.shade is not None:
+        values = processing.shade(values, *ops.shade)
+    if ops.twist:
+        values = processing.twist(values, ops.twist)
+    if ops.log:
+        values = processing.logarithm(values)
+    elif ops.gamma != 1.0:
+        values = processing.gamma(values, ops.gamma)
+    if ops.invert:
+        values = processing.invert(values)
+    if ops.cmap:
+        values = processing.colour_map(values, ops.cmap)
+    if ops.kernel:
+        values = processing.convolve(values, ops.kernel)
+    if ops.contrast != 1.0:
+        values = processing.contrast(values, ops.contrast)
+    out = processing.quantise(values, ops.bits)
+    if colour_bands == bands or out.shape[2] not in (1, 3):
+        return out
+    alpha = processing.quantise(
+        processing.normalise(samples[:, :, colour_bands:], lows[colour_bands:], highs[colour_bands:]), ops.bits
+    )
+    return np.concatenate([out, alpha], axis=2)

@@ -15,9 +15,10 @@ cache key (``cache/keys.py``), so two requests that would produce the same bytes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import encoders
+from .encoders import tiff
 from .errors import BadRequest, NotFound, TooLarge
 from .model import ImageInfo, Level, Ops, Quality
 from .settings import Settings
@@ -198,10 +199,25 @@ def _plan(
         request.quality,
         request.page,
         tile,
-        request.ops,
+        _ops_for(request, info, settings),
         quality_layers(request.layers, settings.max_layers),
         region,
     )
+
+
+def _ops_for(request: ViewRequest, info: ImageInfo, settings: Settings) -> Ops:
+    """The ops as they apply to this output: 16 bits only where the format holds them (PNG, and
+    TIFF unless it compresses with JPEG or WebP), the source has more than 8 bits to give, and
+    no grey/bitonal reduction or histogram operation (made for 8 bits) follows; otherwise the
+    answer is the 8-bit one, under the same key."""
+    ops = request.ops
+    if ops.bits == 8:
+        return ops
+    codec = request.quality.compression or tiff.BY_NUMBER.get(settings.tiff_compression, "")
+    deep = request.encoding == "png" or (request.encoding == "tiff" and codec not in ("jpeg", "webp"))
+    if not deep or info.bits_per_sample <= 8 or ops.colour or ops.tone:
+        return replace(ops, bits=8)
+    return ops
 
 
 def quality_layers(asked: int, max_layers: int) -> int:

@@ -121,7 +121,11 @@ def view_request(request: iiif.ImageRequest, page: int = 0) -> ViewRequest:
         rotation=request.rotation % 360,
         mirror=request.mirror,
         colour=_COLOURS.get(request.quality, ""),
-        tone=request.quality if request.quality in iiif.EXTENSION_QUALITIES else "",
+        # The extension qualities are the IIP commands of the same meaning (INV, GAM=log,
+        # CNT=st, CNT=eq), run by the same transforms.
+        tone=request.quality if request.quality in ("stretch", "equalization") else "",
+        invert=request.quality == "negative",
+        log=request.quality == "log",
     )
     return ViewRequest(request.region, request.size, iiif.FORMATS[request.format], page=page, ops=ops)
 

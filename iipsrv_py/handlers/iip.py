@@ -9,28 +9,40 @@ own handlers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import planning
 from ..errors import image_not_set, malformed
-from ..model import Quality
+from ..model import Ops, Quality
 from ..planning import Region, Size, StoredTile, ViewRequest
 from ..protocols.iip import (
+    Bit,
+    Cmp,
+    Cnt,
+    Cnv,
+    Col,
     Command,
+    Ctw,
     Cvt,
     Fif,
+    Gam,
     Hei,
     IIPRequest,
+    Inv,
     Lyr,
+    MinMax,
     Obj,
     Qlt,
     Rgn,
+    Rot,
     Sds,
+    Shd,
     Tile,
     Wid,
 )
 from ..responses import Response
 from ..sources.base import ImageSource
+from ..transforms.processing import NAMED_KERNELS
 from . import objects
 from .context import RequestContext
 
@@ -46,6 +58,7 @@ class _State:
     quality: Quality = field(default_factory=Quality)
     layers: int = 0  # LYR: JPEG 2000 quality layers, 0 = all
     angles: tuple[int, int] | None = None  # SDS
+    ops: Ops = field(default_factory=Ops)  # the processing commands so far
     output: objects.ObjectOutput = field(default_factory=objects.ObjectOutput)
     produced: bool = False
 
@@ -94,6 +107,8 @@ def _run(command: Command, state: _State, ctx: RequestContext) -> Response | Non
             state.layers = value
         case Sds(horizontal=horizontal, vertical=vertical):
             state.angles = (horizontal, vertical)
+        case Cnt() | Gam() | MinMax() | Inv() | Cmp() | Ctw() | Col() | Shd() | Cnv() | Rot() | Bit():
+            state.ops = processing(command, state.ops)
         case Obj(object=name):
             info = state.image.info if state.image is not None else None
             out = objects.render(name, info, ctx.settings.copyright)
@@ -104,16 +119,55 @@ def _run(command: Command, state: _State, ctx: RequestContext) -> Response | Non
         case Cvt(encoding=encoding):
             source = state.target(command)
             view = ViewRequest(
-                state.region, size_rule(state.width, state.height), encoding, state.quality, layers=state.layers
+                state.region,
+                size_rule(state.width, state.height),
+                encoding,
+                state.quality,
+                ops=state.ops,
+                layers=state.layers,
             )
             return ctx.image_response(source, planning.plan(view, source.info, ctx.settings), filename=True)
         case Tile(resolution=resolution, index=index):
             source = state.target(command)
             view = ViewRequest(
-                StoredTile(resolution, index), encoding=command.encoding, quality=state.quality, layers=state.layers
+                StoredTile(resolution, index),
+                encoding=command.encoding,
+                quality=state.quality,
+                ops=state.ops,
+                layers=state.layers,
             )
             return ctx.image_response(source, planning.plan(view, source.info, ctx.settings))
     return None
+
+
+def processing(command: Command, ops: Ops) -> Ops:
+    """``ops`` with one processing command applied; a later command of the same kind replaces
+    an earlier one, except MINMAX, which sets one channel's range each time."""
+    match command:
+        case Cnt(factor=factor, mode=mode):
+            return replace(ops, tone=mode, contrast=1.0) if mode else replace(ops, tone="", contrast=factor)
+        case Gam(gamma=gamma, log=log):
+            return replace(ops, gamma=1.0 if log else gamma, log=log)
+        case MinMax(channel=channel, minimum=minimum, maximum=maximum):
+            kept = tuple(m for m in ops.minmax if m[0] != channel and channel != -1)
+            return replace(ops, minmax=(*kept, (channel, minimum, maximum)))
+        case Inv():
+            return replace(ops, invert=True)
+        case Cmp(cmap=cmap):
+            return replace(ops, cmap=cmap)
+        case Ctw(matrix=matrix):
+            return replace(ops, twist=matrix)
+        case Col(colour=colour):
+            return replace(ops, colour=colour)
+        case Shd(horizontal=horizontal, vertical=vertical):
+            return replace(ops, shade=(horizontal, vertical))
+        case Cnv(kernel=kernel, named=named):
+            return replace(ops, kernel=NAMED_KERNELS[named] if named else kernel)
+        case Rot(degrees=degrees, mirror=mirror):
+            return replace(ops, rotation=degrees, mirror=mirror)
+        case Bit(bits=bits):
+            return replace(ops, bits=bits)
+    return ops
 
 
 def _text_response(state: _State, request: IIPRequest, ctx: RequestContext) -> Response:

@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote_plus
 
 from ..errors import IIPError, malformed, unsupported_command
 from ..model import Quality
+from ..transforms.processing import COLOUR_MAPS, NAMED_KERNELS
 
 # CVT names -> encodings.  Unknown names fall back to JPEG, as iipsrv does.
 CVT_FORMATS = {
@@ -217,6 +218,138 @@ class ProtocolCommand(Command):
         return self.path
 
 
+# -- processing commands (SPEC section 4): each sets one part of the view's Ops ---------------
+
+
+@dataclass(frozen=True)
+class Cnt(Command):
+    """Contrast: a factor, or "stretch" / "equalization"."""
+
+    NAME: ClassVar[str] = "CNT"
+    factor: float = 1.0
+    mode: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.mode or repr(self.factor)
+
+
+@dataclass(frozen=True)
+class Gam(Command):
+    """Gamma: an exponent, or the logarithm."""
+
+    NAME: ClassVar[str] = "GAM"
+    gamma: float = 1.0
+    log: bool = False
+
+    @property
+    def text(self) -> str:
+        return "log" if self.log else repr(self.gamma)
+
+
+@dataclass(frozen=True)
+class MinMax(Command):
+    """The range a channel (0-based; -1 every channel) is normalised from."""
+
+    NAME: ClassVar[str] = "MINMAX"
+    channel: int
+    minimum: float
+    maximum: float
+
+    @property
+    def text(self) -> str:
+        channel = "-" if self.channel < 0 else str(self.channel + 1)
+        return f"{channel}:{self.minimum!r},{self.maximum!r}"
+
+
+@dataclass(frozen=True)
+class Inv(Command):
+    NAME: ClassVar[str] = "INV"
+
+    @property
+    def text(self) -> str:
+        return "1"
+
+
+@dataclass(frozen=True)
+class Cmp(Command):
+    NAME: ClassVar[str] = "CMP"
+    cmap: str
+
+    @property
+    def text(self) -> str:
+        return self.cmap
+
+
+@dataclass(frozen=True)
+class Ctw(Command):
+    """Colour twist: each row one output band, a weighted sum of the input bands."""
+
+    NAME: ClassVar[str] = "CTW"
+    matrix: tuple[tuple[float, ...], ...]
+
+    @property
+    def text(self) -> str:
+        return quote("[" + ";".join(",".join(map(repr, row)) for row in self.matrix) + "]", safe="")
+
+
+@dataclass(frozen=True)
+class Col(Command):
+    NAME: ClassVar[str] = "COL"
+    colour: str  # "gray" or "bitonal"
+
+    @property
+    def text(self) -> str:
+        return "binary" if self.colour == "bitonal" else "gray"
+
+
+@dataclass(frozen=True)
+class Shd(Command):
+    NAME: ClassVar[str] = "SHD"
+    horizontal: float
+    vertical: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.horizontal!r},{self.vertical!r}"
+
+
+@dataclass(frozen=True)
+class Cnv(Command):
+    """Convolution with a named or a given square kernel (row-major)."""
+
+    NAME: ClassVar[str] = "CNV"
+    kernel: tuple[float, ...]
+    named: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.named or quote("[" + ",".join(map(repr, self.kernel)) + "]", safe="")
+
+
+@dataclass(frozen=True)
+class Rot(Command):
+    NAME: ClassVar[str] = "ROT"
+    degrees: float
+    mirror: bool = False
+
+    @property
+    def text(self) -> str:
+        return f"{'!' if self.mirror else ''}{self.degrees!r}"
+
+
+@dataclass(frozen=True)
+class Bit(Command):
+    """Bits per sample of PNG and TIFF output (8, or 16 for sources of more than 8 bits)."""
+
+    NAME: ClassVar[str] = "BIT"
+    bits: int
+
+    @property
+    def text(self) -> str:
+        return str(self.bits)
+
+
 @dataclass(frozen=True)
 class IIPRequest:
     commands: tuple[Command, ...]
@@ -332,6 +465,128 @@ def _sds(name: str, raw: str) -> Command:
     return Sds(x, y)
 
 
+# CTW's largest matrix and CNV's kernel sizes.  Colour maps and named kernels are the
+# transforms' own; the parser only needs their names.
+KERNEL_NAMES = tuple(NAMED_KERNELS)
+TWIST_ROWS = (1, 3)
+MAX_TWIST_COLUMNS = 16
+KERNEL_SIZES = (1, 9, 25)  # 1x1, 3x3, 5x5
+LIMIT = 1e6  # larger factors, exponents or weights only saturate: refused as malformed
+
+
+def _bounded(name: str, raw: str, text: str) -> float:
+    value = _number(name, raw, text.strip())
+    if abs(value) > LIMIT:
+        raise _bad(name, raw)
+    return value
+
+
+def _numbers(name: str, raw: str, text: str) -> tuple[float, ...]:
+    return tuple(_bounded(name, raw, part) for part in text.split(","))
+
+
+def _bracketed(name: str, raw: str) -> str:
+    """The inside of ``[...]`` (CTW, CNV), URL-decoded; anything else is malformed."""
+    text = unquote_plus(raw).strip()
+    if not (text.startswith("[") and text.endswith("]")) or "[" in text[1:] or "]" in text[:-1]:
+        raise _bad(name, raw)
+    return text[1:-1]
+
+
+def _cnt(name: str, raw: str) -> Command:
+    word = raw.strip().lower()
+    if word in ("st", "stretch"):
+        return Cnt(mode="stretch")
+    if word in ("eq", "equalization", "equalisation"):
+        return Cnt(mode="equalization")
+    factor = _bounded(name, raw, raw)
+    if factor < 0:
+        raise _bad(name, raw)
+    return Cnt(factor=factor)
+
+
+def _gam(name: str, raw: str) -> Command:
+    if raw.strip().lower() in ("log", "logarithm"):
+        return Gam(log=True)
+    gamma = _bounded(name, raw, raw)
+    if gamma <= 0:
+        raise _bad(name, raw)  # v ** 0 is 1 everywhere and negative powers of 0 are infinite
+    return Gam(gamma=gamma)
+
+
+def _minmax(name: str, raw: str) -> Command:
+    channel_text, sep, values = raw.partition(":")
+    if not sep:
+        raise _bad(name, raw)
+    if channel_text.strip() == "-":
+        channel = -1
+    else:
+        channel = _integer(name, raw, channel_text) - 1  # iipsrv counts channels from 1
+        if not 0 <= channel < 64:
+            raise _bad(name, raw)
+    bounds = _numbers(name, raw, values)
+    if len(bounds) != 2:
+        raise _bad(name, raw)
+    return MinMax(channel, bounds[0], bounds[1])
+
+
+def _cmp(name: str, raw: str) -> Command:
+    cmap = raw.strip().lower()
+    if cmap not in COLOUR_MAPS:
+        raise _bad(name, raw)
+    return Cmp(cmap)
+
+
+def _ctw(name: str, raw: str) -> Command:
+    rows = _bracketed(name, raw).split(";")
+    if len(rows) not in TWIST_ROWS:
+        raise _bad(name, raw)  # the output is grey or RGB
+    matrix = tuple(_numbers(name, raw, row) for row in rows)
+    if any(len(row) > MAX_TWIST_COLUMNS for row in matrix):
+        raise _bad(name, raw)
+    return Ctw(matrix)
+
+
+def _col(name: str, raw: str) -> Command:
+    word = raw.strip().lower()
+    if word in ("grey", "gray"):
+        return Col("gray")
+    if word == "binary":
+        return Col("bitonal")
+    raise _bad(name, raw)
+
+
+def _shd(name: str, raw: str) -> Command:
+    angles = _numbers(name, raw, raw)
+    if len(angles) != 2:
+        raise _bad(name, raw)
+    return Shd(*angles)
+
+
+def _cnv(name: str, raw: str) -> Command:
+    word = raw.strip().lower()
+    if word in KERNEL_NAMES:
+        return Cnv((), word)
+    kernel = _numbers(name, raw, _bracketed(name, raw))
+    if len(kernel) not in KERNEL_SIZES:
+        raise _bad(name, raw)
+    return Cnv(kernel)
+
+
+def _rot(name: str, raw: str) -> Command:
+    text = raw.strip()
+    mirror = text.startswith("!")
+    degrees = _bounded(name, raw, text[1:] if mirror else text)
+    return Rot(degrees % 360, mirror)
+
+
+def _bit(name: str, raw: str) -> Command:
+    bits = _integer(name, raw, raw)
+    if bits not in (8, 16):
+        raise _bad(name, raw)
+    return Bit(bits)
+
+
 def _protocol(name: str, raw: str) -> Command:
     # IIIF, DeepZoom and Zoomify paths go to their own parsers still percent-encoded: an
     # IIIF identifier may hold an encoded "/" that must not split it.  "+" is a space in a
@@ -350,6 +605,17 @@ _PARSERS: dict[str, Callable[[str, str], Command]] = {
     "JTLS": _jtls,
     "SDS": _sds,
     "LYR": lambda name, raw: Lyr(_count(name, raw)),
+    "CNT": _cnt,
+    "GAM": _gam,
+    "MINMAX": _minmax,
+    "INV": lambda name, raw: Inv(),
+    "CMP": _cmp,
+    "CTW": _ctw,
+    "COL": _col,
+    "SHD": _shd,
+    "CNV": _cnv,
+    "ROT": _rot,
+    "BIT": _bit,
     **dict.fromkeys(PROTOCOL_COMMANDS, _protocol),
     **dict.fromkeys(TILE_COMMANDS, _tile),
 }

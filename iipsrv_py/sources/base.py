@@ -44,6 +44,14 @@ class ImageSource(Protocol):
         """
         ...
 
+    def read_samples(self, level: int, col: int, row: int) -> np.ndarray:
+        """A tile's samples for the float stage of processing (SPEC section 4): as stored
+        (16-bit, 32-bit, float...) when the image has more than 8 bits, so that they are
+        normalised by ``info.min_values``/``max_values`` (or MINMAX) without first being
+        rounded to 8 bits; ``read_tile``'s pixels otherwise (palette, CIELAB and 8-bit images,
+        whose normalising range is 0-255 or their SMin/SMaxSampleValue)."""
+        ...
+
     def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
         """The stored tile as a standalone stream in ``info.stored_encoding``, or None."""
         ...

@@ -244,8 +244,10 @@ class Jp2Source(SinglePage):
             channels=channels,
             bits_per_sample=max(bits),
             colorspace="grey" if channels in (1, 2) else "srgb",
-            min_values=(0.0,) * channels,
-            max_values=(255.0,) * channels,
+            # The stored range (what OBJ=Min-Max-sample-values reports, and what the float
+            # stage of processing normalises by).
+            min_values=self._conversion.minimum,
+            max_values=self._conversion.maximum,
             format="jp2",
         )
 
@@ -270,8 +272,9 @@ class Jp2Source(SinglePage):
 
     # -- pixels -----------------------------------------------------------------------------
 
-    def _decode(self, r: int, x: int, y: int, w: int, h: int) -> np.ndarray:
-        """Pixels ``(x, y, w, h)`` of resolution ``r`` as 8-bit H x W x C."""
+    def _decode(self, r: int, x: int, y: int, w: int, h: int, native: bool = False) -> np.ndarray:
+        """Pixels ``(x, y, w, h)`` of resolution ``r`` as 8-bit H x W x C (with ``native``:
+        as decoded when they are scaled to 8 bits, see ``read_samples``)."""
         ox, oy = self._offset
         step = 1 << r
         lx, ly = -(-ox >> r), -(-oy >> r)  # the level's origin on its own grid
@@ -296,7 +299,8 @@ class Jp2Source(SinglePage):
             raise ImageDecodeError(
                 "damaged image", f"{self.name}: decoded {decoded.shape[1]}x{decoded.shape[0]}, expected {w}x{h}"
             )
-        return pixels.to_uint8(decoded, self._conversion)
+        native_form = pixels.native(decoded, self._conversion) if native else None
+        return pixels.to_uint8(decoded, self._conversion) if native_form is None else native_form
 
     def _smallest_resolution(self, index: int) -> np.ndarray | None:
         """The smallest DWT resolution decoded whole; None for the levels below it (resized)."""
@@ -311,6 +315,18 @@ class Jp2Source(SinglePage):
             return self._decode(level, x, y, w, h)
         whole = whole_level(self._cache, self.identity.token, level, self.info.levels, self._smallest_resolution)
         return whole[y : y + h, x : x + w]
+
+    def read_samples(self, level: int, col: int, row: int) -> np.ndarray:
+        x, y, w, h = tile_of(self.info, level, col, row).tile_rect(col, row)
+        if level < self._dwt_levels:
+            return self._decode(level, x, y, w, h, native=True)
+        tile = self.read_tile(level, col, row)
+        if self._conversion.kind != pixels.SCALE:
+            return tile
+        # Virtual levels below the codestream's smallest resolution are resized 8-bit pixels:
+        # mapped back onto the stored range, so every level normalises alike.
+        tops = np.asarray(self._conversion.maximum, dtype=np.float32)
+        return tile.astype(np.float32) * (tops / 255.0)
 
     def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
         return None

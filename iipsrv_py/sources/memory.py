@@ -108,5 +108,8 @@ class ArraySource(SinglePage):
         x, y, w, h = tile_of(self.info, level, col, row).tile_rect(col, row)
         return self.level_pixels(level)[y : y + h, x : x + w]
 
+    def read_samples(self, level: int, col: int, row: int) -> np.ndarray:
+        return self.read_tile(level, col, row)  # decoded pictures are 8-bit
+
     def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
         return None

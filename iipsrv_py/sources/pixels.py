@@ -131,6 +131,16 @@ def to_uint8(samples: np.ndarray, conversion: Conversion) -> np.ndarray:
     return invert_colour(out) if conversion.invert else out
 
 
+def native(samples: np.ndarray, conversion: Conversion) -> np.ndarray | None:
+    """The samples as the float stage normalises them (by ``conversion``'s range), or None
+    when ``to_uint8``'s pixels are that already: 8-bit copies, palettes and CIELAB."""
+    if conversion.kind == SCALE:
+        return samples
+    if conversion.kind == BILEVEL:
+        return samples.astype(np.uint8)  # 0 and 1, the conversion's range
+    return None
+
+
 def scale(samples: np.ndarray, minimum: tuple[float, ...], maximum: tuple[float, ...]) -> np.ndarray:
     """Linear map of [minimum, maximum] (per band) to 0-255, rounded (half to even) and
     clipped; an empty range gives 0.

@@ -45,6 +45,9 @@ class SequenceSource:
     def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
         return self._first.read_tile(level, col, row)
 
+    def read_samples(self, level: int, col: int, row: int) -> np.ndarray:
+        return self._first.read_samples(level, col, row)
+
     def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
         return self._first.raw_tile(level, col, row)
 

@@ -113,6 +113,9 @@ class TiffSource:
     def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
         return self._reader.read_tile(level, tile_of(self.info, level, col, row), col, row)
 
+    def read_samples(self, level: int, col: int, row: int) -> np.ndarray:
+        return self._reader.read_tile(level, tile_of(self.info, level, col, row), col, row, native=True)
+
     def raw_tile(self, level: int, col: int, row: int) -> bytes | None:
         lvl = tile_of(self.info, level, col, row)
         if not self.info.stored_encoding:

@@ -40,15 +40,19 @@ class TileReader:
         self._pages: dict[int, tifffile.TiffPage] = {0: base}
         self._token = token
 
-    def read_tile(self, level: int, lvl: Level, col: int, row: int) -> np.ndarray:
+    def read_tile(self, level: int, lvl: Level, col: int, row: int, native: bool = False) -> np.ndarray:
         """The 8-bit pixels of tile (col, row) of ``level`` (``lvl`` its geometry), cropped at
-        the image edge."""
+        the image edge; with ``native``, the kept samples as stored when they are scaled to 8
+        bits (``ImageSource.read_samples``)."""
         page = self.page(level)
         x, y, w, h = lvl.tile_rect(col, row)
         if page.is_tiled:
             samples = self._stored_samples(page, row * lvl.tiles_x + col)[:h, :w]
         else:
             samples = self._strip_samples(level, page, x, y, w, h)
+        native_form = pixels.native(samples, self._decoding.conversion) if native else None
+        if native_form is not None:
+            return native_form
         out = pixels.to_uint8(samples, self._decoding.conversion)
         finish = self._decoding.finish_of(level)
         return out if finish is None else finish(out)

@@ -31,11 +31,12 @@ def rotate(pixels: np.ndarray, degrees: float, transparent: bool) -> np.ndarray:
     if angle % 90 == 0:
         return _fresh(np.rot90(pixels, k=-int(angle // 90)))
     bands = pixels.shape[2]
+    top = int(np.iinfo(pixels.dtype).max)  # white and opaque: 255, or 65535 for 16-bit output
     if transparent and bands in (1, 3):
-        alpha = np.full((*pixels.shape[:2], 1), 255, pixels.dtype)
+        alpha = np.full((*pixels.shape[:2], 1), top, pixels.dtype)
         pixels = np.concatenate([pixels, alpha], axis=2)
         bands += 1
     has_alpha = bands in (2, 4)
-    background = [255] * (bands - 1) + ([0] if has_alpha else [255])
+    background = [top] * (bands - 1) + ([0] if has_alpha else [top])
     image = to_vips(pixels).rotate(angle, background=background)
     return from_vips(image, pixels.dtype)
