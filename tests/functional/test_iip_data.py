@@ -18,6 +18,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iipsrv_py.handlers import iip_data
 from tests import helpers
@@ -293,3 +295,26 @@ def test_hostile_arguments_get_the_spec_status_and_the_app_keeps_answering(
     assert helpers.call(app, f"FIF={GREY}&PFL=3:0,0-3,0").status == 200
     assert helpers.call(app, f"FIF={STACK}&SPECTRA=1,0,0,0").status == 200
     assert helpers.call(app, f"FIF={GREY}&TIL=3,0-1").status == 200
+
+
+number = st.integers(-2, 40) | st.integers(0, 3200) | st.sampled_from([2**31, -(2**31)])
+data_command = st.one_of(
+    st.builds("PFL={}:{},{}-{},{}".format, number, number, number, number, number),
+    st.builds("SPECTRA={},{},{},{}".format, number, number, number, number),
+    st.builds("TIL={},{}-{}".format, number, number, number),
+    st.builds("TIL={},{}".format, number, number),
+)
+
+
+@given(
+    image=st.sampled_from([GREY, STACK, ref.JPEG_TABLES, GREY16]),
+    prefix=st.sampled_from(["", "SDS=1&", "QLT=30&", "LYR=1&", "SDS=7&"]),
+    command=data_command,
+    method=st.sampled_from(["GET", "HEAD", "POST"]),
+)
+@settings(max_examples=150, deadline=None)
+def test_data_commands_never_answer_5xx(app, image: str, prefix: str, command: str, method: str) -> None:
+    result = helpers.call(app, f"FIF={image}&{prefix}{command}", method=method)
+    assert result.status in (200, 400, 404, 413), (command, result.status, result.body[:200])
+    if method != "HEAD":
+        assert result.header("Content-Length") == str(len(result.body))
