@@ -114,9 +114,11 @@ def line_points(start: tuple[int, int], end: tuple[int, int], width: int, height
     steps = max(abs(x2 - x1), abs(y2 - y1))
     if steps == 0:
         return np.array([x1]), np.array([y1])
-    along = np.arange(steps, dtype=np.float64) / steps
-    xs = x1 + np.rint(along * (x2 - x1)).astype(np.int64)
-    ys = y1 + np.rint(along * (y2 - y1)).astype(np.int64)
+    # Integer products divided once: a step that falls exactly half-way rounds the same way
+    # (to even) on every machine.
+    step = np.arange(steps, dtype=np.int64)
+    xs = x1 + np.rint(step * (x2 - x1) / steps).astype(np.int64)
+    ys = y1 + np.rint(step * (y2 - y1) / steps).astype(np.int64)
     # On the shorter axis the last steps may round onto the excluded edge: keep them inside.
     return np.clip(xs, 0, width - 1), np.clip(ys, 0, height - 1)
 
