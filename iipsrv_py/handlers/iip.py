@@ -40,10 +40,11 @@ from ..protocols.iip import (
     Tile,
     Wid,
 )
+from ..protocols.iip_data import DataCommand
 from ..responses import Response
 from ..sources.base import ImageSource
 from ..transforms.processing import NAMED_KERNELS
-from . import objects
+from . import iip_data, objects
 from .context import RequestContext
 
 NETFPX = "application/vnd.netfpx"
@@ -137,6 +138,8 @@ def _run(command: Command, state: _State, ctx: RequestContext) -> Response | Non
                 layers=state.layers,
             )
             return ctx.image_response(source, planning.plan(view, source.info, ctx.settings))
+        case DataCommand():
+            return iip_data.answer(command, state, ctx)
     return None
 
 

@@ -636,3 +636,9 @@ def parse(query: str) -> IIPRequest:
             raise unsupported_command(name)
         commands.append(parser(upper, raw))
     return IIPRequest(tuple(commands))
+
+
+# The data commands (PFL, SPECTRA, TIL) are defined on Command above, hence imported last.
+from . import iip_data  # noqa: E402
+
+_PARSERS.update(iip_data.PARSERS)
