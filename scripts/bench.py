@@ -413,6 +413,21 @@ def crop_urls(image: Image, count: int, rng: random.Random) -> list[str]:
     return urls
 
 
+def processing_urls(image: Image, count: int, rng: random.Random) -> list[str]:
+    """IIP views through the float stage: a region at 512 wide with contrast and gamma, each
+    region once (distinct URLs, so no response cache answers them)."""
+    urls = []
+    for _ in range(count):
+        w, h = rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.5)
+        x, y = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+        contrast, gamma = rng.uniform(0.8, 1.5), rng.uniform(0.5, 2.0)
+        urls.append(
+            f"{PATH}?FIF={image.name}&RGN={x:.5f},{y:.5f},{w:.5f},{h:.5f}&WID=512"
+            f"&CNT={contrast:.4f}&GAM={gamma:.4f}&CVT=jpeg"
+        )
+    return urls
+
+
 def metadata_urls(all_images: list[Image]) -> list[str]:
     urls = []
     for image in all_images:
@@ -773,6 +788,11 @@ def main() -> int:
         ),
         Scenario("3. region downscale full/!w,h (512–2048, each once)", region_urls(big, counts[1], rng), warm=False),
         Scenario("3b. 2048² region of level 0 to 512 (each once)", crop_urls(big, counts[2], rng), warm=False),
+        Scenario(
+            "3c. processing: RGN at 512 wide with CNT and GAM (each once)",
+            processing_urls(big, counts[2], rng),
+            warm=False,
+        ),
         Scenario("4. metadata: info.json and OBJ", metadata_urls(wanted), warm=True),
     ]
     only = set(args.only.split(",")) if args.only else None

@@ -137,11 +137,14 @@ def contrast(values: np.ndarray, factor: float) -> np.ndarray:
 
 
 def quantise(values: np.ndarray, bits: int = 8) -> np.ndarray:
-    """0..1 values as rounded 8- or 16-bit integers, clipped (NaN becomes 0)."""
-    top = 65535.0 if bits == 16 else 255.0
-    scaled = np.nan_to_num(values * top, nan=0.0, posinf=top, neginf=0.0)
-    out = np.clip(np.rint(scaled), 0.0, top)
-    return out.astype(np.uint16 if bits == 16 else np.uint8)
+    """0..1 values as rounded 8- or 16-bit integers, clipped.  The values are finite:
+    ``normalise`` zeroes non-finite samples and every later step is bounded (arguments are
+    limited by the parser)."""
+    top = np.float32(65535.0 if bits == 16 else 255.0)
+    scaled = np.multiply(values, top, dtype=np.float32)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0.0, top, out=scaled)
+    return scaled.astype(np.uint16 if bits == 16 else np.uint8)
 
 
 def _bands(values: np.ndarray, count: int) -> np.ndarray:

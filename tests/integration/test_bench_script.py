@@ -35,7 +35,7 @@ def test_bench_quick_compares_both_servers(tmp_path) -> None:
             "--engine",
             "both",
             "--only",
-            "1,4,6",
+            "1,3c,4,6",
             "--duration",
             "1",
             "--images",
@@ -52,6 +52,7 @@ def test_bench_quick_compares_both_servers(tmp_path) -> None:
     servers = {
         # Scenario 1 also compares the engines without kept connections.
         "1. warm JPEG tiles": ["iipsrv-py native", "iipsrv-py native, a connection per request"],
+        "3c. processing": ["iipsrv-py native"],
         "4. metadata": ["iipsrv-py native"],
     }
     for scenario, native in servers.items():
