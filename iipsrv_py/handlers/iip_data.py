@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import planning
 from ..errors import NotFound, TooLarge, image_not_set
-from ..model import Quality
+from ..model import Ops, Quality
 from ..planning import StoredTile, ViewRequest
 from ..protocols.iip_data import DataCommand, Pfl, Spectra, Til
 from ..responses import Response
@@ -56,6 +56,7 @@ class Session(Protocol):
     quality: Quality
     layers: int
     angles: tuple[int, int] | None
+    ops: Ops  # processing commands: TIL's tiles are JTL's, processed alike
 
     def target(self, command: DataCommand) -> ImageSource: ...
 
@@ -220,10 +221,13 @@ def _tiles(command: Til, session: Session, ctx: RequestContext) -> Response:
         parts = []
         for number in numbers:
             # The very plan JTL makes for this tile: the same bytes, passthrough included.
-            view = ViewRequest(StoredTile(command.resolution, number), quality=session.quality, layers=session.layers)
+            view = ViewRequest(
+                StoredTile(command.resolution, number), quality=session.quality, ops=session.ops, layers=session.layers
+            )
             jpeg = ctx.pipeline.render(source, planning.plan(view, source.info, ctx.settings))
             head = b"Tile,%d,%d,0/%d:" % (command.resolution, number, len(jpeg) + 8)
             parts += [head, JPEG_COMPRESSION, JPEG_SUBTYPE, jpeg, b"\r\n"]
         return Response(200, b"".join(parts), NETFPX)
 
-    return ctx.respond(source, f"til/{command.text}/{session.quality.canonical}/L{layers}", build)
+    canonical = f"til/{command.text}/{session.quality.canonical}/L{layers}/{session.ops.canonical}"
+    return ctx.respond(source, canonical, build)

@@ -235,6 +235,15 @@ def test_til_keeps_quality_and_page(app) -> None:
         assert jpeg == helpers.call(app, f"FIF={STACK}&SDS=1&QLT=40&JTL=1,{number}").body
 
 
+def test_til_tiles_are_processed_like_jtl(app) -> None:
+    body = helpers.call(app, f"FIF={RGB}&GAM=2&INV=1&TIL=1,0-1").body
+    parts = til_parts(body)
+    assert len(parts) == 2
+    for _, number, jpeg in parts:
+        assert jpeg == helpers.call(app, f"FIF={RGB}&GAM=2&INV=1&JTL=1,{number}").body
+        assert jpeg != helpers.call(app, f"FIF={RGB}&JTL=1,{number}").body
+
+
 def test_til_past_the_cap_is_413(app, monkeypatch) -> None:
     monkeypatch.setattr(iip_data, "MAX_TILES", 12)
     assert len(til_parts(helpers.call(app, f"FIF={RGB}&TIL=4,0-11").body)) == 12  # 12 columns x 1 row
