@@ -398,3 +398,15 @@ def test_hostile_arguments_are_iip_errors(app, argument: str) -> None:
     assert ref.iip_error(result).startswith("2 1"), ref.iip_error(result)
     # The worker goes on serving.
     assert_close(view(app, f"WID={WID}&INV=1&CVT=png"), 255 - ref.pixels(RGB, LEVEL).astype(np.int64))
+
+
+def test_16_bit_output_is_resized_at_16_bits(app) -> None:
+    out = decode16(helpers.call(app, f"FIF={GREY16}&BIT=16&WID=250&CVT=png").body)
+    assert out.dtype == np.uint16 and out.shape[:2] == (167, 250)
+    # Reference: Pillow's float resize of the full-size samples (a different resampler: the
+    # averages agree, edges differ a little).
+    full = Image.fromarray(ref.pixels(GREY16, 0)[:, :, 0].astype(np.float32), mode="F")
+    expected = np.asarray(full.resize((250, 167), Image.Resampling.LANCZOS))[:, :, None]
+    assert np.abs(out.astype(np.float64) - expected).mean() < 0.01 * 65535
+    # Not 8-bit values stretched: the low byte carries information.
+    assert len(np.unique(out % 257)) > 100
