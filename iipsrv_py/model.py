@@ -136,6 +136,13 @@ class Ops:
         return not (self.rotation % 360 or self.mirror or self.colour or self.tone)
 
     @property
+    def changes_colours(self) -> bool:
+        """The output's colours are no longer the source's: its ICC profile would describe
+        them wrongly (a grey output under an RGB profile is not even a valid file), so it is
+        dropped.  Tone operations keep the colour space and the profile with it."""
+        return self.colour in ("gray", "bitonal")
+
+    @property
     def canonical(self) -> str:
         if self.none:
             return ""
