@@ -164,8 +164,10 @@ class Ops:
 
     @property
     def changes_colours(self) -> bool:
-        """Whether the output's colours are no longer in the source's colour space (so its ICC
-        profile no longer describes them): colour maps, twists, shading, grey and bitonal."""
+        """Whether the output's colours are no longer in the source's colour space, so its ICC
+        profile would describe them wrongly (a grey output under an RGB profile is not even a
+        valid file) and is dropped: colour maps, twists, shading, grey and bitonal.  Tone
+        operations (gamma, contrast, inversion...) keep the colour space and the profile."""
         return bool(self.colour or self.cmap or self.twist or self.shade is not None)
 
     @property

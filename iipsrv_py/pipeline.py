@@ -12,6 +12,10 @@ Decoded source tiles are kept in the worker cache (``cache/store.py``), so neigh
 and re-encodings do not decode again; their keys start with the source identity token, so a
 changed file can never be answered from there.  Encoded outputs are kept as whole responses,
 under the one cache key, by the handler context.
+
+The watermark and the output's metadata (ICC, XMP, EXIF, resolution) are added last, to the
+processed pixels and by the encoder; a stored tile sent as it is carries neither, so with a
+watermark configured no stored tile is sent as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from . import encoders
 from .cache.store import WorkerCache
+from .encoders.metadata import OutputMetadata, output_metadata
 from .model import ImageInfo, Ops
 from .planning import ImagePlan
 from .settings import Settings
@@ -29,12 +34,22 @@ from .transforms.colour import to_bitonal, to_grey
 from .transforms.resample import resize
 from .transforms.rotate import mirror, rotate
 from .transforms.tone import TONES
+from .transforms.watermark import Watermark
 
 
 class Pipeline:
     def __init__(self, settings: Settings, cache: WorkerCache) -> None:
         self.settings = settings
         self.cache = cache
+        # Read once per worker; a file that cannot be read logs once and watermarks nothing.
+        self.watermark = Watermark(settings.watermark, settings.watermark_probability, settings.watermark_opacity)
+
+    @property
+    def variant(self) -> str:
+        """What besides the plan and the settings names this pipeline's output: the watermark's
+        pixels, so that replacing its file (same name) never serves renderings made with the
+        old one.  Part of every image response's cache key."""
+        return f"wm:{self.watermark.token}" if self.watermark.active else ""
 
     def render(self, source: ImageSource, plan: ImagePlan) -> bytes:
         if plan.layers:
@@ -51,7 +66,37 @@ class Pipeline:
             pixels = self.region(source, plan)
         pixels = resize(pixels, plan.out_width, plan.out_height, self.settings.interpolation)
         pixels = self._process(pixels, plan, encoder.alpha)
-        return encoder.encode(pixels, plan.quality, self.settings)
+        if self.watermark.active:
+            pixels = self.watermark.apply(pixels, self._seed(source, plan), self._block(source, plan))
+        return encoder.encode(pixels, plan.quality, self.settings, self.metadata(source, plan))
+
+    def metadata(self, source: ImageSource, plan: ImagePlan) -> OutputMetadata:
+        """What the output of ``plan`` carries besides its pixels."""
+        return output_metadata(
+            source.info,
+            source.icc_profile,
+            source.xmp if plan.view else None,
+            source.exif if plan.view else None,
+            ops=plan.ops,
+            view=plan.view,
+            out_size=(plan.out_width, plan.out_height),
+            region=plan.region,
+            settings=self.settings,
+        )
+
+    @staticmethod
+    def _seed(source: ImageSource, plan: ImagePlan) -> bytes:
+        # Everything that names these bytes, and nothing else (not the time, not the worker):
+        # the same request watermarks the same blocks at the same places wherever it is made.
+        return f"{source.identity.token}\0{plan.canonical}".encode("utf-8", "surrogatepass")
+
+    @staticmethod
+    def _block(source: ImageSource, plan: ImagePlan) -> int:
+        """A tile is one block; a view is cut into blocks of twice the source's tile size."""
+        if not plan.view:
+            return 0
+        level = source.info.levels[plan.level]
+        return 2 * max(level.tile_width, level.tile_height)
 
     @staticmethod
     def _process(pixels: np.ndarray, plan: ImagePlan, alpha: bool) -> np.ndarray:
@@ -73,6 +118,7 @@ class Pipeline:
             plan.tile is None
             or not plan.ops.none
             or not self.settings.codec_passthrough
+            or self.watermark.active  # the stored tile has no watermark
             or plan.quality.explicit
             or plan.encoding != source.info.stored_encoding
         ):

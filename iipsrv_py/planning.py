@@ -138,16 +138,21 @@ class ImagePlan:
     # The full-size region served (x, y, w, h), for headers that name it (IIIF's canonical
     # link).  Not part of the canonical text: the bytes depend only on the level rectangle.
     region: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    # A view (IIP CVT, a IIIF region that is not a tile) rather than a tile of some pyramid,
+    # stored or virtual: views carry the source's XMP and EXIF and are watermarked in blocks,
+    # tiles stay small and are watermarked whole.  In the canonical text, as it changes bytes.
+    view: bool = False
 
     @property
     def canonical(self) -> str:
         q = self.quality.canonical
         q = f":{q}" if q else ""
         ops = self.ops.canonical
+        view = "/V" if self.view else ""
         layers = f"/L{self.layers}" if self.layers else ""
         return (
             f"p{self.page}/l{self.level}/{self.x},{self.y},{self.w},{self.h}/"
-            f"{self.out_width}x{self.out_height}/{ops}/{self.encoding}{q}{layers}"
+            f"{self.out_width}x{self.out_height}/{ops}/{self.encoding}{q}{view}{layers}"
         )
 
 
@@ -162,7 +167,7 @@ def plan(request: ViewRequest, info: ImageInfo, settings: Settings) -> ImagePlan
         x, y, w, h = level.tile_rect(col, row)
         fx, fy = x * level.downsample_x, y * level.downsample_y
         region = (fx, fy, min(w * level.downsample_x, info.width - fx), min(h * level.downsample_y, info.height - fy))
-        return _plan(request, info, settings, index, (x, y, w, h), (w, h), region, (col, row))
+        return _plan(request, info, settings, index, (x, y, w, h), (w, h), region, (col, row), view=False)
     scale = None
     if isinstance(area, GridTile):
         region, (out_w, out_h) = _grid_rect(area, info)
@@ -175,10 +180,19 @@ def plan(request: ViewRequest, info: ImageInfo, settings: Settings) -> ImagePlan
     if stored is not None:
         index, col, row = stored
         return _plan(
-            request, info, settings, index, info.levels[index].tile_rect(col, row), (out_w, out_h), region, (col, row)
+            request,
+            info,
+            settings,
+            index,
+            info.levels[index].tile_rect(col, row),
+            (out_w, out_h),
+            region,
+            (col, row),
+            view=False,
         )
     index, rect = _read_rect(info, region, out_w, out_h, scale)
-    return _plan(request, info, settings, index, rect, (out_w, out_h), region, None)
+    # A protocol's tile (DeepZoom, Zoomify) is a tile even where no stored one matches it.
+    return _plan(request, info, settings, index, rect, (out_w, out_h), region, None, view=scale is None)
 
 
 def _plan(
@@ -190,6 +204,7 @@ def _plan(
     out: tuple[int, int],
     region: tuple[float, float, float, float],
     tile: tuple[int, int] | None,
+    view: bool,
 ) -> ImagePlan:
     return ImagePlan(
         level,
@@ -202,6 +217,7 @@ def _plan(
         _ops_for(request, info, settings),
         quality_layers(request.layers, settings.max_layers),
         region,
+        view,
     )
 
 

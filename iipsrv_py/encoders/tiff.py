@@ -4,6 +4,9 @@ TIFF_COMPRESSION (or the ``comp:`` of ``QLT=comp:q``) chooses the codec inside t
 Deflate and zstd use TIFF_QUALITY (or QLT) as their level; JPEG and WebP inside a TIFF use
 QLT when given, else JPEG_QUALITY / WEBP_QUALITY, since TIFF_QUALITY's default of 1 is a
 deflate level and would be an unusable JPEG quality.
+
+The ICC profile (tag 34675), XMP (tag 700) and the resolution (in dots per inch) are written
+as tags; EXIF is not (it would need an EXIF IFD of its own).
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from ..model import Quality
 from ..settings import Settings
 from . import jpeg, webp
 from .bands import packed, planes, without_alpha
+from .metadata import NONE, OutputMetadata, for_bands
 
 # TIFF_COMPRESSION numbers (0 none, 1 LZW, 2 deflate, 3 JPEG, 4 WebP, 5 zstd).
 BY_NUMBER = {0: "none", 1: "lzw", 2: "deflate", 3: "jpeg", 4: "webp", 5: "zstd"}
+XMP_TAG = 700  # XMLPacket, BYTE
 _TIFFFILE_NAMES = {"none": None, "lzw": "lzw", "deflate": "zlib", "jpeg": "jpeg", "webp": "webp", "zstd": "zstd"}
 
 
-def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
+def encode(pixels: np.ndarray, quality: Quality, settings: Settings, metadata: OutputMetadata = NONE) -> bytes:
     name = quality.compression or BY_NUMBER[settings.tiff_compression]
     data = planes(pixels)
     args: dict[str, object] = {}
@@ -42,6 +47,14 @@ def encode(pixels: np.ndarray, quality: Quality, settings: Settings) -> bytes:
         args["compressionargs"] = {"level": min(max(level, 1), 9 if name == "deflate" else 22)}
     data = packed(data)
     bands = 1 if data.ndim == 2 else data.shape[2]
+    metadata = for_bands(metadata, bands)
+    if metadata.icc:
+        args["iccprofile"] = metadata.icc
+    if metadata.dpi is not None:
+        args["resolution"] = metadata.dpi
+        args["resolutionunit"] = "INCH"
+    if metadata.xmp:
+        args["extratags"] = [(XMP_TAG, 1, len(metadata.xmp), metadata.xmp, True)]
     out = io.BytesIO()
     tifffile.imwrite(
         out,

@@ -101,7 +101,8 @@ class RequestContext:
                 response.headers.append(("Content-Disposition", content_disposition(kind, name)))
             return response
 
-        return self.respond(source, f"{plan.canonical}|{variant}|{kind if filename else ''}", build)
+        canonical = f"{plan.canonical}|{variant}|{kind if filename else ''}|{self.pipeline.variant}"
+        return self.respond(source, canonical, build)
 
 
 def content_disposition(kind: str, filename: str) -> str:

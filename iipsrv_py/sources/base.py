@@ -4,6 +4,9 @@ A source exposes its pyramid as ``ImageInfo`` and answers for single tiles: deco
 (``read_tile``) and, where the stored encoding can go to a browser unchanged, the stored bytes
 as a complete stream (``raw_tile``).  Region assembly, caching and resizing live in the
 pipeline, so a format only has to know its own bytes.
+
+Besides pixels, a source names what outputs may carry of it (``encoders/metadata.py``): its ICC
+profile, XMP packet and EXIF block, each None when it has none.
 """
 
 from __future__ import annotations
@@ -31,10 +34,31 @@ def tile_of(info: ImageInfo, level: int, col: int, row: int) -> Level:
     return lvl
 
 
+def xmp_of(info: ImageInfo) -> bytes | None:
+    """The XMP packet a format read into the metadata (TIFF tag 700), as bytes, or None."""
+    text = info.meta("xmp")
+    return text.encode("utf-8") if text else None
+
+
 class ImageSource(Protocol):
     info: ImageInfo
     identity: SourceIdentity
     name: str  # file name (no directory) for Content-Disposition
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        """The embedded ICC profile, or None."""
+        ...
+
+    @property
+    def xmp(self) -> bytes | None:
+        """The XMP packet (XML), or None."""
+        ...
+
+    @property
+    def exif(self) -> bytes | None:
+        """The EXIF block as stored (TIFF-structured, without JPEG's ``Exif\\0\\0``), or None."""
+        ...
 
     def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
         """Pixels of one tile as an H x W x C array, cropped at the image edge.
@@ -89,6 +113,18 @@ class SinglePage:
 
     name: str
     info: ImageInfo
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return None
+
+    @property
+    def xmp(self) -> bytes | None:
+        return xmp_of(self.info)
+
+    @property
+    def exif(self) -> bytes | None:
+        return None
 
     def page(self, index: int) -> ImageSource:
         if index != 0:

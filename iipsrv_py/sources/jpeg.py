@@ -70,6 +70,7 @@ class JpegSource(ArraySource):
                     raise UnsupportedImage("not a supported image", f"{name}: {im.format}")
                 mode, (width, height) = im.mode, im.size
                 icc = im.info.get("icc_profile")
+                xmp, exif = im.info.get("xmp"), im.info.get("exif")
                 dpi = im.info.get("dpi")
                 metadata = self._metadata(im)
         except ServerError:  # ours, storage errors included (502/504 from an object store)
@@ -91,6 +92,10 @@ class JpegSource(ArraySource):
             self._scales.append(scale)
         sizes += halving_sizes(*sizes[-1])[1:]
         self._icc = bytes(icc) if icc else None
+        self._xmp = bytes(xmp) if isinstance(xmp, (bytes, bytearray)) and xmp else None
+        # Pillow keeps the APP1 payload: the block itself follows the "Exif\0\0" marker.
+        exif = bytes(exif) if isinstance(exif, (bytes, bytearray)) else b""
+        self._exif = exif[6:] if exif.startswith(b"Exif\0\0") and len(exif) > 6 else None
         fields: dict[str, object] = {"format": "jpeg", "metadata": metadata, "dpi": None}
         if isinstance(dpi, tuple) and len(dpi) == 2 and dpi[0] and dpi[1] and dpi[0] > 0 and dpi[1] > 0:
             fields["dpi"] = (float(dpi[0]) * METRES_PER_INCH_FACTOR, float(dpi[1]) * METRES_PER_INCH_FACTOR)
@@ -123,6 +128,14 @@ class JpegSource(ArraySource):
     @property
     def icc_profile(self) -> bytes | None:
         return self._icc
+
+    @property
+    def xmp(self) -> bytes | None:
+        return self._xmp
+
+    @property
+    def exif(self) -> bytes | None:
+        return self._exif
 
     def close(self) -> None:
         self._blob.close()

@@ -42,6 +42,18 @@ class SequenceSource:
             raise NotFound("image not found", f"{self.name}: no view at angles {horizontal},{vertical}")
         return self._opener(identifier)
 
+    @property
+    def icc_profile(self) -> bytes | None:
+        return self._first.icc_profile
+
+    @property
+    def xmp(self) -> bytes | None:
+        return self._first.xmp
+
+    @property
+    def exif(self) -> bytes | None:
+        return self._first.exif
+
     def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
         return self._first.read_tile(level, col, row)
 

@@ -29,7 +29,7 @@ import tifffile
 from ..cache.store import WorkerCache
 from ..errors import ImageDecodeError, NotFound, ServerError, UnsupportedImage
 from ..storage.base import Blob
-from .base import ImageSource, tile_of
+from .base import ImageSource, tile_of, xmp_of
 from .tiff_describe import Description, describe
 from .tiff_structure import TiffStructure
 from .tiff_tiles import TileReader
@@ -104,6 +104,14 @@ class TiffSource:
     def icc_profile(self) -> bytes | None:
         profile = self._reader.base.iccprofile
         return bytes(profile) if profile else None
+
+    @property
+    def xmp(self) -> bytes | None:
+        return xmp_of(self.info)
+
+    @property
+    def exif(self) -> bytes | None:
+        return None  # an EXIF IFD is not kept; views get the descriptive tags as EXIF instead
 
     def close(self) -> None:
         self._structure.blob.close()
