@@ -88,6 +88,17 @@ def test_no_profile_after_a_colour_change(folder, fmt):
     assert profile(get(folder, f"IIIF={NAME}/full/200,/0/default.{ext}")) is not None
 
 
+@pytest.mark.parametrize("command", ["COL=grey", "COL=binary", "CMP=jet", "CTW=[0,0,1;0,1,0;1,0,0]", "SHD=30,40"])
+def test_iip_colour_changing_commands_drop_the_profile(folder, icc, command):
+    assert profile(get(folder, f"FIF={NAME}&WID=200&{command}&CVT=png")) is None
+    assert profile(get(folder, f"FIF={NAME}&{command}&PTL=0,0")) is None
+
+
+@pytest.mark.parametrize("command", ["GAM=2", "INV=1", "CNT=1.5", "CNV=sharpen", "ROT=90"])
+def test_tone_commands_keep_the_profile(folder, icc, command):
+    assert profile(get(folder, f"FIF={NAME}&WID=200&{command}&CVT=png")) == icc
+
+
 def test_embed_icc_and_max_icc(folder, icc):
     query = f"FIF={NAME}&WID=300&CVT=jpeg"
     assert profile(get(folder, query, EMBED_ICC="0")) is None

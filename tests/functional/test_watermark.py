@@ -124,3 +124,21 @@ def test_a_missing_watermark_file_serves_normally(tmp_path):
     # Stored tiles are sent as they are again.
     plain = helpers.call(helpers.make_app(), f"FIF={JPEG_TABLES}&JTL=4,0")
     assert helpers.call(app, f"FIF={JPEG_TABLES}&JTL=4,0").body == plain.body
+
+
+def test_sixteen_bit_outputs_carry_it_scaled(mark):
+    # BIT=16 PNG of a 16-bit source: the watermark adds its amount in 16-bit steps (x 257).
+    import imagecodecs
+
+    path, pixels = mark
+    name = "tif-grey16-600x400-2lvl-256tile-deflate.tif"
+    body = helpers.call(app_with(path), f"FIF={name}&BIT=16&PTL=1,0").body
+    decoded = imagecodecs.png_decode(body)
+    assert decoded.dtype == np.uint16
+    got = decoded.astype(np.int64)
+    want = reference.pixels(name, 0)[:256, :256, 0].astype(np.int64)
+    assert got.shape == want.shape
+    difference = got - want
+    assert difference.min() >= 0 and difference.max() > 255  # added, and in 16-bit units
+    # One watermark-sized patch at most.
+    assert np.count_nonzero(difference) <= pixels.shape[0] * pixels.shape[1]
