@@ -410,3 +410,26 @@ def test_16_bit_output_is_resized_at_16_bits(app) -> None:
     assert np.abs(out.astype(np.float64) - expected).mean() < 0.01 * 65535
     # Not 8-bit values stretched: the low byte carries information.
     assert len(np.unique(out % 257)) > 100
+
+
+POINTWISE = ["GAM=0.7", "GAM=log", "INV=1", "CNT=1.3", "CMP=cold", "CTW=[0,1,0;1,0,0;0,0,1]", "SHD=100,20", "COL=grey"]
+
+
+@pytest.mark.parametrize("command", POINTWISE)
+def test_every_pointwise_command_gives_a_tile_equal_to_the_view_cut(app, command: str) -> None:
+    # IIP resolution 1 is stored level 3, the level the 375-wide view shows: its tile 1 is the
+    # view's columns 256..375, whatever the command does to each pixel.
+    whole = view(app, f"WID={WID}&{command}&CVT=png")
+    tile = view(app, f"{command}&PTL=1,1")
+    assert_close(tile, whole[:, 256:], 0)
+    assert ref.mean_abs_diff(whole[:, :, :1], ref.pixels(RGB, LEVEL)[:, :, :1]) > 5  # it did something
+
+
+@pytest.mark.parametrize(("quality", "command"), [("stretch", "CNT=st"), ("equalization", "CNT=eq")])
+def test_iiif_extension_qualities_are_the_iip_commands(fixtures: str, quality: str, command: str) -> None:
+    app = helpers.make_app(IIIF_EXTENSIONS="1")
+    iiif = helpers.call(app, f"IIIF=/{RGB}/full/{WID},/0/{quality}.png")
+    iip = helpers.call(app, f"FIF={RGB}&WID={WID}&{command}&CVT=png")
+    assert iiif.status == iip.status == 200
+    assert np.array_equal(ref.decode(iiif.body), ref.decode(iip.body))
+    assert not np.array_equal(ref.decode(iip.body), ref.pixels(RGB, LEVEL))

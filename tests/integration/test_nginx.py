@@ -228,7 +228,10 @@ def test_edge_tile_is_cropped(stack: servers.Stack, name: str, resolution: int, 
     assert reference.mean_abs_diff(got, expected) <= reference.jpeg_error(expected, 75) + 0.5
 
 
-@pytest.mark.parametrize("query", ["JTL=4,96", "JTL=5,0", "JTL=4,-1", "JTL=-1,0"])
+@pytest.mark.parametrize(
+    "query",
+    ["JTL=4,96", "JTL=5,0", "JTL=4,-1", "JTL=-1,0", "PFL=9:0,0-99999,0", "TIL=99,0-5", "SPECTRA=4,0,999,0"],
+)
 def test_tile_out_of_range_is_404(stack: servers.Stack, query: str) -> None:
     response = stack.get(f"FIF={TABLES}&{query}")
     assert response.status_code == 404
@@ -381,7 +384,22 @@ def test_missing_or_escaping_file_is_404(stack: servers.Stack, query: str) -> No
     assert_workers_unchanged(stack, before)
 
 
-@pytest.mark.parametrize("query", ["XYZ=1", f"FIF={TABLES}&NOSUCHCOMMAND=3", "OBJ=Max-size"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "XYZ=1",
+        f"FIF={TABLES}&NOSUCHCOMMAND=3",
+        "OBJ=Max-size",
+        # Hostile arguments of the processing and data commands (SPEC section 4): 2 1.
+        f"FIF={TABLES}&CTW=[[[[&CVT=png",
+        f"FIF={TABLES}&CNV=[1,2]&JTL=0,0",
+        f"FIF={TABLES}&GAM=nan&CVT=jpeg",
+        f"FIF={TABLES}&ROT=1e309&CVT=jpeg",
+        f"FIF={TABLES}&MINMAX=0:1,2&CVT=png",
+        f"FIF={TABLES}&TIL=0,5-2",
+        f"FIF={TABLES}&PFL=1:1,2",
+    ],
+)
 def test_protocol_error_is_400(stack: servers.Stack, query: str) -> None:
     before = stack.server.workers()
     response = stack.get(query)
