@@ -58,6 +58,17 @@ def _glymur() -> Any:
     return glymur
 
 
+def _main_header(segments: list[Any], name: str) -> tuple[Any, int, int]:
+    """(SIZ segment, decomposition levels, quality layers) of a codestream's main header."""
+    siz = next((s for s in segments if s.marker_id == "SIZ"), None)
+    cod = next((s for s in segments if s.marker_id == "COD"), None)
+    if siz is None or cod is None:
+        raise UnsupportedImage("not a supported image", f"{name}: codestream without SIZ or COD")
+    # A component may have fewer decomposition levels (COC); only what all have can be reduced.
+    decompositions = min([cod.num_res] + [s.num_res for s in segments if s.marker_id == "COC"])
+    return siz, decompositions, int(cod.layers)
+
+
 class _Codestream:
     """One opened local file and the lock that makes glymur's stateful reads (layer, then slice)
     safe for threads; shared by an image and its layer-limited views."""
@@ -72,14 +83,7 @@ class _Codestream:
                 segments = self.jp2.codestream.segment
         except Exception as exc:
             raise UnsupportedImage("not a supported image", f"{name}: {type(exc).__name__}: {exc}") from exc
-        siz = next((s for s in segments if s.marker_id == "SIZ"), None)
-        cod = next((s for s in segments if s.marker_id == "COD"), None)
-        if siz is None or cod is None:
-            raise UnsupportedImage("not a supported image", f"{name}: codestream without SIZ or COD")
-        self.siz: Any = siz
-        # A component may have fewer decomposition levels (COC); only what all have can be reduced.
-        self.decompositions = min([cod.num_res] + [s.num_res for s in segments if s.marker_id == "COC"])
-        self.layers = int(cod.layers)
+        self.siz, self.decompositions, self.layers = _main_header(segments, name)
         self.boxes = list(self.jp2.box or [])
 
     def read(self, rlevel: int, area: tuple[int, int, int, int], layers: int) -> np.ndarray:
@@ -112,14 +116,7 @@ class _BlobCodestream:
         except Exception as exc:
             raise UnsupportedImage("not a supported image", f"{name}: {type(exc).__name__}: {exc}") from exc
         self._format = header.codec_format
-        segments = header.segments
-        siz = next((s for s in segments if s.marker_id == "SIZ"), None)
-        cod = next((s for s in segments if s.marker_id == "COD"), None)
-        if siz is None or cod is None:
-            raise UnsupportedImage("not a supported image", f"{name}: codestream without SIZ or COD")
-        self.siz: Any = siz
-        self.decompositions = min([cod.num_res] + [s.num_res for s in segments if s.marker_id == "COC"])
-        self.layers = int(cod.layers)
+        self.siz, self.decompositions, self.layers = _main_header(header.segments, name)
         self.boxes = header.boxes
 
     def read(self, rlevel: int, area: tuple[int, int, int, int], layers: int) -> Any:
