@@ -80,7 +80,7 @@ def expected_type(url: str) -> str:
         return {"jpeg": "image/jpeg", "png": "image/png"}[query["CVT"][0]]
     if "JTL" in query:
         return "image/jpeg"
-    if query.get("OBJ") == ["metadata"]:
+    if query.get("OBJ") == ["metadata"] or "PFL" in query:
         return "application/json"
     if "OBJ" in query:
         return "application/vnd.netfpx"
