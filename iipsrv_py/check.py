@@ -12,7 +12,6 @@ Prints what it found and what failed; exits 0 when everything worked, 1 when som
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import TextIO
 
 from .cache.shared import NO_SHARING
 from .errors import ServerError
-from .settings import Settings
+from .settings import Settings, with_root
 from .sources.registry import open_source
 from .storage import make_storage
 from .storage.listing import image_names
@@ -35,15 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-slides", action="store_true", help="list the images under the root (by name)")
     parser.add_argument("--test-slide", metavar="ID", help="open this image and decode a tile of every level")
     return parser
-
-
-def with_root(settings: Settings, root: str | None) -> Settings:
-    """The settings with FILESYSTEM_PREFIX replaced by ``root`` (a directory gets its "/")."""
-    if not root:
-        return settings
-    if not root.startswith("s3://") and not root.endswith("/"):
-        root += "/"
-    return dataclasses.replace(settings, filesystem_prefix=root)
 
 
 def names_under_root(settings: Settings) -> Iterator[str]:
