@@ -202,16 +202,16 @@ def decode_cursor(cursor: str) -> str:
 
 def _slide(segments: list[str], params: dict[str, str]) -> RestRoute:
     last = segments[-1]
+    if len(segments) >= 3 and segments[-2] == "associated":
+        if not _NAME.fullmatch(last):
+            raise NotFound("no such associated image", f"name {last[:64]!r}")
+        return Associated(_slide_id(segments[:-2]), last)
     if len(segments) >= 2 and last == "thumbnail":
         requested = _integer(params, "max_size", DEFAULT_THUMBNAIL, "invalid_max_size")
         size = max(MIN_THUMBNAIL, min(MAX_THUMBNAIL, requested))
         return Thumbnail(_slide_id(segments[:-1]), size, requested, size != requested)
     if len(segments) >= 2 and last == "dzi":
         return Dzi(_slide_id(segments[:-1]))
-    if len(segments) >= 3 and segments[-2] == "associated":
-        if not _NAME.fullmatch(last):
-            raise NotFound("no such associated image", f"name {last[:64]!r}")
-        return Associated(_slide_id(segments[:-2]), last)
     if len(segments) >= 4 and segments[-3] == "dzi_files":
         level, name = segments[-2], segments[-1]
         match = _DZI_TILE.fullmatch(name)
