@@ -8,11 +8,16 @@ prefix's protocol; otherwise the query string (or a POSTed form) is an IIP reque
 carries a whole request of another protocol (``IIIF=``, ``DeepZoom=``, ``Zoomify=``).  The
 protocol names its handler in ``HANDLERS``.  Any path outside the claimed prefixes is IIP, as in
 iipsrv: the mount point is the web server's choice.
+
+The slide REST API's paths (``/health``, ``/slides``, ``/tiles``, ``/view``; see
+``protocols/rest.py``) are routed first, parsed here into their route object, and answer errors
+as JSON.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -28,11 +33,12 @@ from .cache.shared import SharedCache
 from .cache.shared_responses import SharedResponses
 from .cache.store import WorkerCache
 from .catalog import Catalog
-from .errors import IIPError, ServerError, TooLarge, status_line
-from .handlers import deepzoom, iiif, iip, zoomify
+from .errors import IIPError, MethodNotAllowed, ServerError, TooLarge, rest_body, status_line
+from .handlers import deepzoom, iiif, iip, slides, zoomify
 from .handlers.context import ClientRequest, RequestContext
 from .pipeline import Pipeline
 from .protocols import iip as iip_protocol
+from .protocols import rest as rest_protocol
 from .responses import PLAIN_TEXT, Response, http_date
 from .settings import Settings
 from .storage import make_storage
@@ -40,6 +46,7 @@ from .storage import make_storage
 log = logging.getLogger("iipsrv_py")
 
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
+REST_METHODS = "GET, HEAD, OPTIONS"
 MAX_POST_BODY = 64 * 1024
 StartResponse = Callable[..., Any]
 
@@ -47,12 +54,19 @@ StartResponse = Callable[..., Any]
 @dataclass(frozen=True)
 class Route:
     """Where a request goes: its protocol, the protocol's request text (a parsed IIP request
-    for IIP) and the URL the protocol's own paths follow (IIIF builds its ids on it)."""
+    for IIP, the parsed route for REST) and the URL the protocol's own paths follow (IIIF builds
+    its ids on it)."""
 
     protocol: str
     text: str
     base: str
     iip: iip_protocol.IIPRequest | None = None
+    rest: rest_protocol.RestRoute | None = None
+
+    @property
+    def slide_id(self) -> str | None:
+        """The slide a REST request is about (None for the others and for /health, /slides)."""
+        return self.rest.slide_id if self.rest is not None else None
 
 
 Handler = Callable[[Route, RequestContext], Response]
@@ -63,11 +77,17 @@ def _iip(route: Route, ctx: RequestContext) -> Response:
     return iip.handle(route.iip, ctx)
 
 
+def _rest(route: Route, ctx: RequestContext) -> Response:
+    assert route.rest is not None  # the router parsed it to choose the route
+    return slides.handle(route.rest, ctx)
+
+
 HANDLERS: dict[str, Handler] = {
     "IIP": _iip,
     "IIIF": lambda route, ctx: iiif.handle(route.text, ctx),
     "DeepZoom": lambda route, ctx: deepzoom.handle(route.text, ctx),
     "Zoomify": lambda route, ctx: zoomify.handle(route.text, ctx),
+    "REST": _rest,
 }
 
 
@@ -120,7 +140,9 @@ class Application:
         if self._caches_dirty:
             self.clear_caches()
         method = environ.get("REQUEST_METHOD", "GET").upper()
-        text = request_text(environ)
+        # REST answers carry headers about how they were answered (X-Tile-Cache-Hit), which a
+        # shortcut hit would not: they always take the normal path.
+        text = None if rest_protocol.claims(_request_path(environ)) else request_text(environ)
         if text is not None:
             hit = self._shortcut(text)
             if hit is not None:
@@ -161,6 +183,8 @@ class Application:
                 self.shared_responses.put(response.key, cached)
         if text is not None and response.status == 200 and response.key and len(self.catalog.opened) == 1:
             self.responses.remember_shortcut(text, Shortcut(response.key, tuple(self.catalog.opened)))
+        if response.live_headers:
+            return cached.status, cached.headers + response.live_headers, cached.body
         return cached.status, cached.headers, cached.body
 
     @staticmethod
@@ -176,13 +200,15 @@ class Application:
     # -- routing ------------------------------------------------------------------------------
 
     def _dispatch(self, method: str, environ: dict[str, Any]) -> Response:
+        path = _request_path(environ)
+        if method not in ("GET", "HEAD", "OPTIONS") and rest_protocol.claims(path):
+            raise MethodNotAllowed("method not allowed", f"{method[:10]} {path[:200]}")
         if method == "OPTIONS":
             return Response(204, headers=[("Allow", ALLOWED_METHODS)])
         if method not in ("GET", "HEAD", "POST"):
             return Response(
                 405, b"method not allowed\n", headers=[("Allow", ALLOWED_METHODS)], cache_control="no-cache"
             )
-        path = _request_path(environ)
         scheme = "https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http"
         host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost")
         route = self.route(method, environ, path, f"{scheme}://{host}")
@@ -207,9 +233,12 @@ class Application:
     def route(self, method: str, environ: dict[str, Any], path: str, root: str) -> Route | None:
         """The route of a request; None for an empty request (the banner page).
 
-        A URI_MAP path keeps its percent-encoding: the protocol's parser decodes it.
+        A URI_MAP path keeps its percent-encoding: the protocol's parser decodes it.  The REST
+        API's paths come first (BadRequest / NotFound for one of them that is malformed).
         """
         query = environ.get("QUERY_STRING", "")
+        if rest_protocol.claims(path):
+            return Route("REST", query, root, rest=rest_protocol.parse(path, query))
         for prefix, protocol in self.settings.uri_map:
             head = f"/{prefix}/"
             if path.startswith(head) or path == head[:-1]:
@@ -256,6 +285,10 @@ class Application:
                 log.error("%d for %s: %s", exc.status, _describe(environ), exc, exc_info=exc.__cause__ or exc)
             else:
                 log.warning("%d for %s: %s", exc.status, _describe(environ), exc)
+        if rest_protocol.claims(_request_path(environ)):
+            body = json.dumps(rest_body(exc), ensure_ascii=False).encode("utf-8")
+            headers = [("Allow", REST_METHODS)] if exc.status == 405 else []
+            return Response(exc.status, body, "application/json", headers, cache_control="no-cache")
         if isinstance(exc, IIPError):
             return Response(exc.status, exc.body(), "application/vnd.netfpx", cache_control="no-cache")
         return Response(exc.status, (exc.message + "\n").encode("utf-8"), PLAIN_TEXT, cache_control="no-cache")

@@ -12,8 +12,6 @@ Prints what it found and what failed; exits 0 when everything worked, 1 when som
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -21,12 +19,10 @@ from typing import TextIO
 
 from .cache.shared import NO_SHARING
 from .errors import ServerError
-from .settings import Settings
+from .settings import Settings, with_root
 from .sources.registry import open_source
 from .storage import make_storage
-
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".svs", ".btf", ".tf8", ".jp2", ".j2k", ".j2c", ".jpg", ".jpeg")
-MAX_LISTED = 100_000
+from .storage.listing import image_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,53 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def with_root(settings: Settings, root: str | None) -> Settings:
-    """The settings with FILESYSTEM_PREFIX replaced by ``root`` (a directory gets its "/")."""
-    if not root:
-        return settings
-    if not root.startswith("s3://") and not root.endswith("/"):
-        root += "/"
-    return dataclasses.replace(settings, filesystem_prefix=root)
-
-
-def image_names(names: Iterator[str], suffix: str) -> Iterator[str]:
-    """Identifiers of the names that look like images (by extension, before the suffix)."""
-    for name in names:
-        if suffix:
-            if not name.endswith(suffix):
-                continue
-            name = name[: len(name) - len(suffix)]
-        if name.lower().endswith(IMAGE_EXTENSIONS):
-            yield name
-
-
-def _local_names(prefix: str) -> Iterator[str]:
-    """Files under a local prefix's directory, relative to it (a path prefix such as
-    ``/data/img_`` keeps only names starting with ``img_``, without it)."""
-    directory, head = os.path.split(prefix or "./")
-    directory = directory or "."
-    if not os.path.isdir(directory):
-        raise OSError(f"{directory} is not a directory")
-    for parent, subdirectories, files in os.walk(directory):
-        subdirectories.sort()
-        for name in sorted(files):
-            relative = os.path.relpath(os.path.join(parent, name), directory)
-            if relative.startswith(head):
-                yield relative[len(head) :]
-
-
-def _s3_names(settings: Settings) -> Iterator[str]:
-    from .storage.s3_client import S3Client, parse_url
-
-    bucket, prefix = parse_url(settings.filesystem_prefix)
-    for key, _ in S3Client(settings).list_keys(bucket, prefix, MAX_LISTED):
-        yield key[len(prefix) :]
-
-
 def names_under_root(settings: Settings) -> Iterator[str]:
-    if settings.filesystem_prefix.startswith("s3://"):
-        return _s3_names(settings)
-    return _local_names(settings.filesystem_prefix)
+    """Every name under the root, as the server's storage lists it."""
+    return make_storage(settings, NO_SHARING).list_names()
 
 
 def test_slide(settings: Settings, identifier: str, out: TextIO) -> bool:

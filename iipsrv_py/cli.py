@@ -1,5 +1,7 @@
-"""Command line: ``iipsrv-py [--bind ADDR | --http HOST:PORT | --debug] [--workers N] ...``, and
-the subcommand ``iipsrv-py check ...`` (``check.py``)."""
+"""Command line: ``iipsrv-py [--bind ADDR | --http HOST:PORT | --debug] [--workers N] ... [ROOT]``,
+and the subcommand ``iipsrv-py check ...`` (``check.py``).  ROOT, a directory or
+``s3://bucket/prefix``, is the image root (FILESYSTEM_PREFIX): ``iipsrv-py --http :3000 /slides``
+serves a directory with one command."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 
 from . import __version__
 from . import log as logsetup
-from .settings import Settings, SettingsError, from_environ
+from .settings import Settings, SettingsError, from_environ, with_root
 
 log = logging.getLogger("iipsrv_py")
 
@@ -58,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "or flup (one connection at a time per worker)",
     )
     parser.add_argument("--version", action="version", version=f"iipsrv-py {__version__}")
+    parser.add_argument(
+        "root",
+        nargs="?",
+        metavar="ROOT",
+        help="the images to serve: a directory or s3://bucket/prefix (sets FILESYSTEM_PREFIX)",
+    )
     return parser
 
 
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return check.main(argv[1:], load_settings())
     args = build_parser().parse_args(argv)
-    settings = load_settings()
+    settings = with_root(load_settings(), args.root)
     _raise_file_limit()
     # A request allocates a few hundred objects and frees them again; with CPython's default
     # (a young-generation collection every 700 allocations) collections over the opened images'

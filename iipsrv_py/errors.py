@@ -24,6 +24,7 @@ STATUS_TEXT: dict[int, str] = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     500: "Internal Server Error",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -35,14 +36,19 @@ def status_line(status: int) -> str:
 
 
 class ServerError(Exception):
-    """Base of every error that becomes an HTTP response.  Default: 500."""
+    """Base of every error that becomes an HTTP response.  Default: 500.
+
+    ``api_code`` names the error on the slide REST API (``{"error": code, ...}``) when it is more
+    precise than its class's (``invalid_quality`` for a BadRequest); see ``rest_code``.
+    """
 
     status = 500
 
-    def __init__(self, message: str = "", log_detail: str = "") -> None:
+    def __init__(self, message: str = "", log_detail: str = "", api_code: str = "") -> None:
         super().__init__(message or STATUS_TEXT[self.status])
         self.message = message or STATUS_TEXT[self.status]
         self.log_detail = log_detail
+        self.api_code = api_code
 
     def __str__(self) -> str:
         if self.log_detail:
@@ -60,6 +66,12 @@ class NotFound(ServerError):
     """Unknown image, refused identifier, or a tile/level out of range."""
 
     status = 404
+
+
+class MethodNotAllowed(ServerError):
+    """A method the route does not answer (POST on the REST API)."""
+
+    status = 405
 
 
 class TooLarge(ServerError):
@@ -128,3 +140,35 @@ def unsupported_command(name: str) -> IIPError:
 
 def unsupported_object(name: str) -> IIPError:
     return IIPError("3 2", name.lower())
+
+
+# -- the slide REST API's error codes (WSI Streamer's names) ---------------------------------------
+
+# The code of each class, most specific first; an error's own ``api_code`` takes precedence.
+REST_CODES: tuple[tuple[type[ServerError], str], ...] = (
+    (IIPError, "bad_request"),
+    (BadRequest, "bad_request"),
+    (NotFound, "not_found"),
+    (MethodNotAllowed, "method_not_allowed"),
+    (TooLarge, "too_large"),
+    (UnsupportedImage, "unsupported_format"),
+    (ImageDecodeError, "decode_error"),
+    (StorageUnavailable, "connection_error"),
+    (StorageBusy, "storage_busy"),
+    (StorageTimeout, "timeout"),
+)
+
+
+def rest_code(exc: ServerError) -> str:
+    """``not_found``, ``invalid_level``, ``connection_error``...: the ``error`` of a REST answer."""
+    if exc.api_code:
+        return exc.api_code
+    for kind, code in REST_CODES:
+        if isinstance(exc, kind):
+            return code
+    return "internal_error"
+
+
+def rest_body(exc: ServerError) -> dict[str, object]:
+    """The JSON error of the REST routes: ``{"error", "message", "status"}`` (client-safe text)."""
+    return {"error": rest_code(exc), "message": exc.message, "status": exc.status}

@@ -27,6 +27,8 @@ class Response:
     # Which layer answered, for the access log: "worker" or "memcached" (a cached copy),
     # "rendered" (built for this request); "" when no cache was consulted.
     layer: str = ""
+    # Headers about this answer alone (whether a cache answered it): sent, never stored with it.
+    live_headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 def http_date(seconds: float) -> str:

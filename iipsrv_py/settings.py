@@ -321,3 +321,13 @@ def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         memcached_retry_interval=r.real("MEMCACHED_RETRY_INTERVAL", 10.0, 0.0, 3600.0),
     )
     return settings, r.warnings
+
+
+def with_root(settings: Settings, root: str | None) -> Settings:
+    """The settings with FILESYSTEM_PREFIX replaced by ``root`` (the command line's ROOT: a
+    directory, which gets its trailing "/", or ``s3://bucket/prefix``)."""
+    if not root:
+        return settings
+    if not root.startswith("s3://") and not root.endswith("/"):
+        root += "/"
+    return dataclasses.replace(settings, filesystem_prefix=root)

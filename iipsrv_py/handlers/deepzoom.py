@@ -16,6 +16,7 @@ from ..model import ImageInfo
 from ..planning import GridTile, ViewRequest
 from ..protocols import deepzoom
 from ..responses import Response
+from ..sources.base import ImageSource
 from .context import RequestContext
 
 
@@ -35,22 +36,32 @@ def tile_size(info: ImageInfo) -> int:
 def handle(path: str, ctx: RequestContext) -> Response:
     request = deepzoom.parse(path)
     source = ctx.catalog.open(request.identifier)
+    if isinstance(request, deepzoom.DziRequest):
+        return descriptor(source, ctx)
+    return tile(source, request.level, request.x, request.y, request.encoding, ctx)
+
+
+def descriptor(source: ImageSource, ctx: RequestContext) -> Response:
+    """The .dzi document of an image (also the slide REST API's ``/slides/{id}/dzi``)."""
     info = source.info
     size, overlap = tile_size(info), ctx.settings.deepzoom_overlap
-    if isinstance(request, deepzoom.DziRequest):
 
-        def build() -> Response:
-            body = (
-                '<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" TileSize="{size}" '
-                f'Overlap="{overlap}" Format="{ctx.settings.deepzoom_format}">'
-                f'<Size Width="{info.width}" Height="{info.height}"/></Image>\n'
-            )
-            return Response(200, body.encode(), "application/xml")
+    def build() -> Response:
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" TileSize="{size}" '
+            f'Overlap="{overlap}" Format="{ctx.settings.deepzoom_format}">'
+            f'<Size Width="{info.width}" Height="{info.height}"/></Image>\n'
+        )
+        return Response(200, body.encode(), "application/xml")
 
-        return ctx.respond(source, f"dzi/{size}/{overlap}/{ctx.settings.deepzoom_format}", build)
-    view = tile_request(info, request.level, request.x, request.y, overlap, request.encoding)
-    return ctx.image_response(source, planning.plan(view, info, ctx.settings))
+    return ctx.respond(source, f"dzi/{size}/{overlap}/{ctx.settings.deepzoom_format}", build)
+
+
+def tile(source: ImageSource, level: int, x: int, y: int, encoding: str, ctx: RequestContext) -> Response:
+    """Tile (x, y) of DeepZoom level ``level`` (also ``/slides/{id}/dzi_files/...``)."""
+    view = tile_request(source.info, level, x, y, ctx.settings.deepzoom_overlap, encoding)
+    return ctx.image_response(source, planning.plan(view, source.info, ctx.settings))
 
 
 def tile_request(info: ImageInfo, level: int, x: int, y: int, overlap: int, encoding: str) -> ViewRequest:

@@ -5,6 +5,7 @@ Readers never know whether bytes come from a local disk or an object store.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
 from ..model import SourceIdentity
@@ -44,6 +45,12 @@ class Storage(Protocol):
     def unchanged(self, identifier: str, identity: SourceIdentity) -> bool:
         """Whether ``identifier`` still resolves, inside the root, to the object of ``identity``
         (False when it is gone or refused, never an error)."""
+        ...
+
+    def list_names(self) -> Iterator[str]:
+        """Every name under the root (files, or object keys), relative to the prefix, without
+        opening anything (``listing.image_names`` keeps the images).  A root that cannot be
+        listed is a StorageUnavailable (or the store's own error)."""
         ...
 
     def clear(self) -> None:

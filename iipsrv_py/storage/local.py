@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterator
 from typing import BinaryIO
 
-from ..errors import NotFound
+from ..errors import NotFound, StorageUnavailable
 from ..model import SourceIdentity
+from .listing import local_names
 
 _NOT_FOUND = "image not found"
 # The angles part of an image sequence member's name: <hhh>_<vvv>.<ext>
@@ -170,6 +172,12 @@ class LocalStorage:
             and st.st_size == identity.size
             and stat.S_ISREG(st.st_mode)
         )
+
+    def list_names(self) -> Iterator[str]:
+        try:
+            yield from local_names(self.prefix)
+        except OSError as exc:
+            raise StorageUnavailable("image storage unreachable", f"listing {self.prefix!r}: {exc}") from exc
 
     def clear(self) -> None:
         self._resolved.clear()

@@ -22,6 +22,7 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..cache.shared import SharedCache
@@ -29,6 +30,7 @@ from ..errors import NotFound, ServerError
 from ..model import SourceIdentity
 from ..settings import Settings
 from .blocks import BlockCache
+from .listing import MAX_LISTED
 from .local import normalise_identifier
 from .range_reader import RangeReader
 from .s3_client import NOT_FOUND, S3Client, parse_url
@@ -174,6 +176,11 @@ class S3Storage:
             self.shared_expire,
         )
         return S3Blob(reader, identity, posixpath.basename(key))
+
+    def list_names(self) -> Iterator[str]:
+        """The keys under the prefix, without it (one LIST request per 1000 keys)."""
+        for key, _ in self.client.list_keys(self.bucket, self.prefix, MAX_LISTED):
+            yield key[len(self.prefix) :]
 
     def clear(self) -> None:
         """SIGHUP: forget identities, listings and blocks."""
