@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from . import SERVER_SOFTWARE, __version__
+from .auth import authorize, strip_auth_params
 from .cache.keys import etag
 from .cache.memcached import shared_cache
 from .cache.responses import CachedResponse, ResponseCache, Shortcut, request_text
@@ -33,7 +34,7 @@ from .cache.shared import SharedCache
 from .cache.shared_responses import SharedResponses
 from .cache.store import WorkerCache
 from .catalog import Catalog
-from .errors import IIPError, MethodNotAllowed, ServerError, TooLarge, rest_body, status_line
+from .errors import IIPError, MethodNotAllowed, ServerError, SignatureError, TooLarge, rest_body, status_line
 from .handlers import deepzoom, iiif, iip, slides, zoomify
 from .handlers.context import ClientRequest, RequestContext
 from .pipeline import Pipeline
@@ -143,15 +144,9 @@ class Application:
         # REST answers carry headers about how they were answered (X-Tile-Cache-Hit), which a
         # shortcut hit would not: they always take the normal path.
         text = None if rest_protocol.claims(_request_path(environ)) else request_text(environ)
-        if text is not None:
-            hit = self._shortcut(text)
-            if hit is not None:
-                start_response(hit.status, hit.headers)
-                self._log(method, environ, 200, len(hit.body), started, "shortcut")
-                return [b""] if method == "HEAD" else [hit.body]
         self.catalog.begin_request()
         try:
-            response = self._dispatch(method, environ)
+            response = self._dispatch(method, environ, text)
         except ServerError as exc:
             response = self._error(exc, environ)
         except Exception as exc:
@@ -199,7 +194,7 @@ class Application:
 
     # -- routing ------------------------------------------------------------------------------
 
-    def _dispatch(self, method: str, environ: dict[str, Any]) -> Response:
+    def _dispatch(self, method: str, environ: dict[str, Any], text: tuple[str, ...] | None = None) -> Response:
         path = _request_path(environ)
         if method not in ("GET", "HEAD", "OPTIONS") and rest_protocol.claims(path):
             raise MethodNotAllowed("method not allowed", f"{method[:10]} {path[:200]}")
@@ -209,9 +204,18 @@ class Application:
             return Response(
                 405, b"method not allowed\n", headers=[("Allow", ALLOWED_METHODS)], cache_control="no-cache"
             )
+        query = environ.get("QUERY_STRING", "")
+        if not query and method == "POST":
+            query = self._read_form(environ)
+        # Signed URLs: once per request, before any cache is consulted.
+        authorize(self.settings, method, path, query, self.viewer_slide(path, query), time.time())
+        if text is not None:
+            hit = self._shortcut(text)
+            if hit is not None:
+                return Response(200, cached=hit, layer="shortcut")  # only 200s are remembered
         scheme = "https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http"
         host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost")
-        route = self.route(method, environ, path, f"{scheme}://{host}")
+        route = self.route(path, query, f"{scheme}://{host}")
         if route is None:
             return self._banner()
         client = ClientRequest(
@@ -230,13 +234,28 @@ class Application:
         )
         return HANDLERS[route.protocol](route, ctx)
 
-    def route(self, method: str, environ: dict[str, Any], path: str, root: str) -> Route | None:
+    @staticmethod
+    def viewer_slide(path: str, query: str) -> str | None:
+        """The slide whose viewer token (``vt``) may open this path: the slide of a REST tile,
+        metadata, thumbnail, associated picture or DZI route; None on every other path (the
+        viewer page itself, the slide list, other protocols: a full signature is needed)."""
+        if not rest_protocol.claims(path):
+            return None
+        try:
+            route = rest_protocol.parse(path, query)
+        except ServerError:
+            return None  # malformed: the signature check answers first, then the route's error
+        return route.slide_id if isinstance(route, rest_protocol.VIEWER_TOKEN_ROUTES) else None
+
+    def route(self, path: str, query: str, root: str) -> Route | None:
         """The route of a request; None for an empty request (the banner page).
 
-        A URI_MAP path keeps its percent-encoding: the protocol's parser decodes it.  The REST
-        API's paths come first (BadRequest / NotFound for one of them that is malformed).
+        ``query`` is the query string, or the form of a POST without one.  A URI_MAP path keeps
+        its percent-encoding: the protocol's parser decodes it.  The REST API's paths come first
+        (BadRequest / NotFound for one of them that is malformed).  The signing parameters
+        (``exp``, ``sig``, ``vt``) are no protocol's: they are removed before parsing, so they are
+        no IIP command and no part of a cache key, whether auth is on or off.
         """
-        query = environ.get("QUERY_STRING", "")
         if rest_protocol.claims(path):
             return Route("REST", query, root, rest=rest_protocol.parse(path, query))
         for prefix, protocol in self.settings.uri_map:
@@ -245,8 +264,7 @@ class Application:
                 if protocol != "IIP":
                     return Route(protocol, path[len(head) :], root + head[:-1])
                 break  # an IIP prefix: the query is the request, as at any other path
-        if not query and method == "POST":
-            query = self._read_form(environ)
+        query = strip_auth_params(query)
         if not query:
             return None
         request = iip_protocol.parse(query)
@@ -285,6 +303,9 @@ class Application:
                 log.error("%d for %s: %s", exc.status, _describe(environ), exc, exc_info=exc.__cause__ or exc)
             else:
                 log.warning("%d for %s: %s", exc.status, _describe(environ), exc)
+        if isinstance(exc, SignatureError):
+            # Never kept by any cache (only 200s are), nor by a browser or proxy.
+            return Response(exc.status, exc.json_body(), "application/json", cache_control="no-store")
         if rest_protocol.claims(_request_path(environ)):
             body = json.dumps(rest_body(exc), ensure_ascii=False).encode("utf-8")
             headers = [("Allow", REST_METHODS)] if exc.status == 405 else []

@@ -1,7 +1,7 @@
 """Command line: ``iipsrv-py [--bind ADDR | --http HOST:PORT | --debug] [--workers N] ... [ROOT]``,
-and the subcommand ``iipsrv-py check ...`` (``check.py``).  ROOT, a directory or
-``s3://bucket/prefix``, is the image root (FILESYSTEM_PREFIX): ``iipsrv-py --http :3000 /slides``
-serves a directory with one command."""
+and the subcommands ``iipsrv-py check ...`` (``check.py``) and ``iipsrv-py sign ...``
+(``sign.py``).  ROOT, a directory or ``s3://bucket/prefix``, is the image root
+(FILESYSTEM_PREFIX): ``iipsrv-py --http :3000 /slides`` serves a directory with one command."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="iipsrv-py",
         description="IIPImage-compatible image server (IIP, IIIF, DeepZoom, Zoomify). "
         "Configured by iipsrv's environment variables; see the README. "
-        "`iipsrv-py check [ROOT] [--list-slides] [--test-slide ID]` checks the image storage.",
+        "`iipsrv-py check [ROOT] [--list-slides] [--test-slide ID]` checks the image storage; "
+        "`iipsrv-py sign --path P [--ttl S] [--param K=V ...]` prints a signed URL.",
     )
     front = parser.add_mutually_exclusive_group()
     front.add_argument(
@@ -89,6 +90,8 @@ def load_settings() -> Settings:
     logsetup.setup(settings)
     for warning in warnings:
         log.warning("configuration: %s", warning)
+    if settings.auth_secret:
+        log.info("signed URLs required (AUTH_SECRET set)")
     return settings
 
 
@@ -98,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import check
 
         return check.main(argv[1:], load_settings())
+    if argv[:1] == ["sign"]:
+        from . import sign
+
+        return sign.main(argv[1:])
     args = build_parser().parse_args(argv)
     settings = with_root(load_settings(), args.root)
     _raise_file_limit()

@@ -11,6 +11,8 @@ path or a stack trace.  Details for the log go in ``log_detail``.
 
 from __future__ import annotations
 
+import json
+
 # Reason phrases for every status this server sends.
 STATUS_TEXT: dict[int, str] = {
     200: "OK",
@@ -102,6 +104,34 @@ class StorageBusy(ServerError):
 
 class StorageTimeout(ServerError):
     status = 504
+
+
+# The signed-URL refusals (WSI Streamer's codes) and their statuses.
+SIGNATURE_ERRORS: dict[str, int] = {
+    "missing_signature": 401,
+    "missing_expiry": 401,
+    "signature_expired": 401,
+    "invalid_signature": 401,
+    "invalid_signature_format": 400,
+    "invalid_expiry_format": 400,
+}
+
+
+class SignatureError(ServerError):
+    """A request refused by the signed-URL check (``auth.py``): 400 when ``sig`` or ``exp`` is
+    malformed or repeated, 401 when either is missing, expired or wrong.
+
+    Answered on every path as JSON ``{"error": code, "message": text, "status": n}`` with
+    ``Cache-Control: no-store``, and never cached.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.status = SIGNATURE_ERRORS[code]
+        super().__init__(message)
+        self.code = code
+
+    def json_body(self) -> bytes:
+        return json.dumps({"error": self.code, "message": self.message, "status": self.status}).encode("utf-8")
 
 
 class IIPError(ServerError):

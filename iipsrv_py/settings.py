@@ -80,6 +80,8 @@ class Settings:
     # a server that failed is left alone.
     memcached_io_timeout: float = 0.05
     memcached_retry_interval: float = 10.0
+    # Signed URLs (auth.py): on when set.  Kept out of repr() so no log line can show it.
+    auth_secret: str = dataclasses.field(default="", repr=False)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -102,6 +104,7 @@ class Settings:
             "s3_connect_timeout",
             "s3_read_timeout",
             "s3_retries",
+            "auth_secret",  # decides who is served, never what: signed and open renders are alike
         ):
             fields.pop(name)
         return hashlib.blake2b(repr(sorted(fields.items())).encode(), digest_size=6).hexdigest()
@@ -262,6 +265,25 @@ def _json_object(name: str, text: str) -> str:
     raise SettingsError(f"{name}={text[:80]!r} is not a JSON object (nor its members without the braces)")
 
 
+def read_auth_secret(env: Mapping[str, str]) -> str:
+    """AUTH_SECRET, or the contents of the file AUTH_SECRET_FILE names (without the line end);
+    "" when neither is set.  Both set, an unreadable file or an empty one stop start-up."""
+    secret = env.get("AUTH_SECRET", "")
+    path = env.get("AUTH_SECRET_FILE", "").strip()
+    if not path:
+        return secret
+    if secret:
+        raise SettingsError("AUTH_SECRET and AUTH_SECRET_FILE are both set; set one of them")
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"AUTH_SECRET_FILE cannot be read ({exc.__class__.__name__})") from None
+    if not secret:
+        raise SettingsError("AUTH_SECRET_FILE names an empty file")
+    return secret
+
+
 def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
     r = _Reader(env)
     max_cvt = r.integer("MAX_CVT", 5000, -1, 1_000_000)
@@ -319,6 +341,7 @@ def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         s3_retries=r.integer("S3_RETRIES", 2, 0, 10),
         memcached_io_timeout=r.real("MEMCACHED_IO_TIMEOUT", 0.05, 0.001, 10.0),
         memcached_retry_interval=r.real("MEMCACHED_RETRY_INTERVAL", 10.0, 0.0, 3600.0),
+        auth_secret=read_auth_secret(env),
     )
     return settings, r.warnings
 

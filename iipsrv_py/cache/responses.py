@@ -7,7 +7,9 @@ headers a response can depend on: Host, Accept, HTTPS, X-IIIF-ID) also maps to t
 produced last time, with the identities of the images it used.  A hit through that shortcut is
 revalidated exactly as a fresh request revalidates its image — each identifier resolved again
 inside the root and the file stat'ed — so a replaced file or a retargeted link is never answered
-from here.  Conditional requests and anything but GET/HEAD take the normal path.
+from here.  Conditional requests and anything but GET/HEAD take the normal path.  The router
+consults it only after the signed-URL check (``auth.py``): a remembered answer is never a way
+around an expired or missing signature.
 """
 
 from __future__ import annotations

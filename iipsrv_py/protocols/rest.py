@@ -114,6 +114,9 @@ class View:
 
 
 RestRoute = Health | SlideList | SlideInfo | Thumbnail | Associated | Dzi | DziTile | Tile | View
+# The routes a viewer token (``vt``, signed URLs) opens, for its own slide only: what the viewer
+# page loads.  The page itself and the slide list need a full signature.
+VIEWER_TOKEN_ROUTES = (SlideInfo, Thumbnail, Associated, Dzi, DziTile, Tile)
 
 
 def claims(path: str) -> bool:
