@@ -20,7 +20,7 @@ screen pixel per image pixel):
 
 Set up by scripts/test: Debian's chromium, the playwright package (a test extra; its own
 browser downloads are never used), and OpenSeadragon fetched by scripts/fetch_npm.py into
-tests/browser/node_modules as tests/browser/npm-lock.json pins it.  Under CI=true a missing
+tests/browser/node_modules as iipsrv_py/viewer/npm-lock.json pins it.  Under CI=true a missing
 piece is a failure, elsewhere a skip.
 """
 
@@ -52,8 +52,8 @@ from tests.integration.conftest import _time_limit  # noqa: F401  (the integrati
 pytestmark = pytest.mark.integration
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The npm packages the page loads, pinned there and fetched by scripts/fetch_npm.py.
-NPM_LOCK = os.path.join(HERE, "npm-lock.json")
+# The npm packages the page loads: the viewer's, pinned there and fetched by scripts/fetch_npm.py.
+NPM_LOCK = os.path.join(helpers.ROOT, "iipsrv_py", "viewer", "npm-lock.json")
 NODE_MODULES = os.path.join(HERE, "node_modules")
 # Debian's chromium by default; CHROMIUM names another build.
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -82,6 +82,12 @@ def expected_type(url: str) -> str:
         return "image/jpeg"
     if query.get("OBJ") == ["metadata"] or "PFL" in query:
         return "application/json"
+    if parts.path.startswith("/view/"):
+        return "text/html"
+    if parts.path.startswith("/slides") and not parts.path.endswith(("/thumbnail", "/dzi")):
+        return "application/json"
+    if parts.path.endswith("/thumbnail"):
+        return "image/jpeg"
     if "OBJ" in query:
         return "application/vnd.netfpx"
     suffix = parts.path.rsplit(".", 1)[-1]
@@ -104,6 +110,9 @@ def test_the_demo_prints_a_url_for_every_protocol(demo: Demo) -> None:
     assert any(p.path.endswith("/info.json") for p in paths)
     assert any(p.path.endswith(".dzi") for p in paths)
     assert any(p.path.endswith("/ImageProperties.xml") for p in paths)
+    # The viewer and the REST API.
+    assert any(p.path.startswith("/view/") for p in paths), demo.urls
+    assert any(p.path == "/slides" for p in paths) and any(p.path.startswith("/tiles/") for p in paths)
 
 
 def test_every_printed_url_answers_with_its_content(demo: Demo) -> None:
@@ -114,6 +123,9 @@ def test_every_printed_url_answers_with_its_content(demo: Demo) -> None:
         status, content_type, body = get(url)
         assert status == 200, (url, status, body[:200])
         assert content_type.split(";")[0] == expected_type(url), (url, content_type)
+        if content_type.startswith("text/html"):
+            assert b"openseadragon" in body.lower(), f"{url} is not the viewer page"
+            continue
         assert b"<html" not in body[:200].lower(), f"{url} answered with the banner page"
         if content_type.startswith("image/"):
             with Image.open(io.BytesIO(body)) as image:

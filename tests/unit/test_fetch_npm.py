@@ -206,6 +206,6 @@ def test_package_names_cannot_leave_the_directory(tmp_path, name):
 
 
 def test_the_browser_tests_lock_pins_openseadragon_from_the_registry():
-    pins = fetch_npm.load_lock(os.path.join(helpers.ROOT, "tests", "browser", "npm-lock.json"))
+    pins = fetch_npm.load_lock(os.path.join(helpers.ROOT, "iipsrv_py", "viewer", "npm-lock.json"))
     pin = pins["openseadragon"]
     assert pin.resolved == f"{fetch_npm.REGISTRY}openseadragon/-/openseadragon-{pin.version}.tgz"
