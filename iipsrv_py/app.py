@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from . import SERVER_SOFTWARE, __version__
 from .auth import authorize, strip_auth_params
@@ -258,6 +258,10 @@ class Application:
         """
         if rest_protocol.claims(path):
             return Route("REST", query, root, rest=rest_protocol.parse(path, query))
+        if path == "/" and not strip_auth_params(query):
+            # The site root with no request: the slide list, linking each slide to its viewer
+            # (other paths with an empty query keep iipsrv's banner page).
+            return Route("REST", query, root, rest=rest_protocol.Index(dict(parse_qsl(query)).get("exp", "")))
         for prefix, protocol in self.settings.uri_map:
             head = f"/{prefix}/"
             if path.startswith(head) or path == head[:-1]:

@@ -27,6 +27,9 @@ from .settings import Settings
 AUTH_PARAMS = frozenset(("exp", "sig", "vt"))
 # GET/HEAD of these paths need no signature.
 EXEMPT_PATHS = frozenset(("/health",))
+# The viewer's static files (its script, style and OpenSeadragon): the same for everyone, no
+# slide data; the page that loads them and every slide request are signed.
+EXEMPT_PREFIX = "/view/_assets/"
 
 _HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 _EXPIRY = re.compile(r"[0-9]{1,19}")  # Unix seconds; bounded so int() stays cheap
@@ -106,7 +109,7 @@ def authorize(settings: Settings, method: str, path: str, query_string: str, sli
     POSTed form), ``slide_id`` the slide of a route a viewer token may open (None elsewhere).
     """
     secret = settings.auth_secret
-    if not secret or (method in ("GET", "HEAD") and path in EXEMPT_PATHS):
+    if not secret or (method in ("GET", "HEAD") and (path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIX))):
         return
     params = parse_query(query_string)
     sig = _single(params, "sig", "invalid_signature_format", "sig")

@@ -82,6 +82,9 @@ class Settings:
     memcached_retry_interval: float = 10.0
     # Signed URLs (auth.py): on when set.  Kept out of repr() so no log line can show it.
     auth_secret: str = dataclasses.field(default="", repr=False)
+    # The viewer's npm packages (OpenSeadragon), unpacked by scripts/fetch_npm.py; "" means the
+    # default, <python prefix>/share/iipsrv_py/node_modules (viewer.default_assets_dir).
+    viewer_assets: str = ""
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -105,6 +108,7 @@ class Settings:
             "s3_read_timeout",
             "s3_retries",
             "auth_secret",  # decides who is served, never what: signed and open renders are alike
+            "viewer_assets",
         ):
             fields.pop(name)
         return hashlib.blake2b(repr(sorted(fields.items())).encode(), digest_size=6).hexdigest()
@@ -342,6 +346,7 @@ def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         memcached_io_timeout=r.real("MEMCACHED_IO_TIMEOUT", 0.05, 0.001, 10.0),
         memcached_retry_interval=r.real("MEMCACHED_RETRY_INTERVAL", 10.0, 0.0, 3600.0),
         auth_secret=read_auth_secret(env),
+        viewer_assets=r.string("VIEWER_ASSETS", "").strip(),
     )
     return settings, r.warnings
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import bisect
 import json
 from typing import Any
+from urllib.parse import unquote, urlencode
 
-from .. import __version__, planning
-from ..errors import BadRequest
+from .. import __version__, auth, planning, viewer
+from ..errors import BadRequest, NotFound
 from ..model import ImageInfo, Quality
 from ..planning import Region, Size, StoredTile, ViewRequest
 from ..protocols import rest
@@ -25,6 +26,15 @@ from . import deepzoom
 from .context import RequestContext
 
 JSON = "application/json"
+INDEX_LIMIT = 1000  # slides listed on the / page (the /slides API pages through any number)
+# The viewer pages run only this server's scripts; nothing inline but the JSON configuration
+# (a data block, which script-src does not run).  Inline styles are allowed because
+# OpenSeadragon sets its elements' style attributes; tiles it fetched are drawn on canvases
+# (blob: and data: images).
+VIEWER_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+)
 # What /slides/{id} says of each ImageInfo.format.
 FORMAT_NAMES = {
     "svs": "Aperio SVS",
@@ -49,6 +59,10 @@ def handle(route: rest.RestRoute, ctx: RequestContext) -> Response:
         return slide_list(route, ctx)
     if isinstance(route, rest.View):
         return view_page(route, ctx)
+    if isinstance(route, rest.Index):
+        return index_page(route, ctx)
+    if isinstance(route, rest.Asset):
+        return asset(route, ctx)
     source = ctx.catalog.open(route.slide_id)
     if isinstance(route, rest.SlideInfo):
         return slide_info(route.slide_id, source, ctx)
@@ -64,12 +78,46 @@ def handle(route: rest.RestRoute, ctx: RequestContext) -> Response:
 
 
 def view_page(route: rest.View, ctx: RequestContext) -> Response:
-    """``/view/{id}``: the viewer page (not served yet)."""
-    return json_response(
-        {"error": "not_implemented", "message": "the viewer is not available on this server", "status": 501},
-        501,
-        "no-cache",
-    )
+    """``/view/{id}``: the viewer page of a slide that opens (404 otherwise).  With signed URLs
+    on, the page was itself signed (the router checked it) and carries a viewer token for this
+    slide that expires with the page's own signature; no unsigned request ever gets one."""
+    ctx.catalog.open(route.slide_id)
+    query, cache_control = "", "no-cache"
+    secret = ctx.settings.auth_secret
+    if secret:
+        exp = int(route.exp)  # authorize() accepted it: digits
+        query = "?" + urlencode({"vt": auth.viewer_token(secret, route.slide_id, exp), "exp": exp})
+        cache_control = "private, no-store"
+    return _html(viewer.view_page(route.slide_id, query), cache_control)
+
+
+def index_page(route: rest.Index, ctx: RequestContext) -> Response:
+    """``/``: the first INDEX_LIMIT slides, each linked to its viewer (links signed with the
+    page's own expiry when signed URLs are on)."""
+    names = sorted(image_names(ctx.catalog.storage.list_names(), ctx.settings.filesystem_suffix))
+    shown = names[:INDEX_LIMIT]
+    secret = ctx.settings.auth_secret
+    links = []
+    for slide_id in shown:
+        href = viewer.view_href(slide_id)
+        if secret:
+            href += "?" + auth.signed_query(secret, href, [], int(route.exp))[0]
+        links.append((slide_id, href))
+    return _html(viewer.index_page(links, more=len(names) > len(shown)), "private, no-store" if secret else "no-cache")
+
+
+def asset(route: rest.Asset, ctx: RequestContext) -> Response:
+    """A file of the viewer (public: no slide data)."""
+    found = viewer.asset(unquote(route.path), ctx.settings.viewer_assets or viewer.default_assets_dir())
+    if found is None:
+        raise NotFound("no such viewer file", f"{route.path[:200]!r} (OpenSeadragon: see VIEWER_ASSETS)")
+    body, content_type = found
+    return Response(200, body, content_type, [("X-Content-Type-Options", "nosniff")])
+
+
+def _html(page: str, cache_control: str) -> Response:
+    headers = [("Content-Security-Policy", VIEWER_CSP), ("X-Content-Type-Options", "nosniff")]
+    return Response(200, page.encode("utf-8"), "text/html; charset=utf-8", headers, cache_control=cache_control)
 
 
 # -- the slide list ---------------------------------------------------------------------------------

@@ -32,6 +32,9 @@ from ..errors import BadRequest, NotFound
 
 PREFIXES = ("slides", "tiles", "view")
 HEALTH = "/health"
+# The viewer's own files (its script and style, OpenSeadragon): public, never signed, so a slide
+# whose id starts with "_assets/" has no viewer page (its other routes work).
+ASSETS = "/view/_assets/"
 
 # Tile extensions and the encodings they select (no extension: JPEG).
 FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
@@ -108,12 +111,30 @@ class Tile:
 
 @dataclass(frozen=True)
 class View:
-    """The viewer page of a slide."""
+    """The viewer page of a slide; ``exp`` the expiry of its signed URL ("" unsigned), which the
+    viewer token it hands its page shares."""
 
     slide_id: str
+    exp: str = ""
 
 
-RestRoute = Health | SlideList | SlideInfo | Thumbnail | Associated | Dzi | DziTile | Tile | View
+@dataclass(frozen=True)
+class Index:
+    """``/`` with no query: the slide list page (``exp`` as for View, for its signed links)."""
+
+    exp: str = ""
+    slide_id: None = None
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A file the viewer pages load: ``/view/_assets/<path>`` (``path`` as sent)."""
+
+    path: str
+    slide_id: None = None
+
+
+RestRoute = Health | SlideList | SlideInfo | Thumbnail | Associated | Dzi | DziTile | Tile | View | Index | Asset
 # The routes a viewer token (``vt``, signed URLs) opens, for its own slide only: what the viewer
 # page loads.  The page itself and the slide list need a full signature.
 VIEWER_TOKEN_ROUTES = (SlideInfo, Thumbnail, Associated, Dzi, DziTile, Tile)
@@ -143,7 +164,9 @@ def parse(path: str, query: str = "") -> RestRoute:
     if head == "tiles":
         return _tile(rest, params)
     if head == "view":
-        return View(_slide_id(rest))
+        if path.startswith(ASSETS):
+            return Asset(path[len(ASSETS) :])
+        return View(_slide_id(rest), params.get("exp", ""))
     raise NotFound("no such resource", f"path {path[:200]!r}")
 
 

@@ -16,6 +16,7 @@ import html
 import json
 import os
 import sys
+from collections.abc import Mapping
 from urllib.parse import quote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,7 +57,7 @@ def slide_path(slide_id: str) -> str:
     return quote(slide_id, safe="")
 
 
-def _page(title: str, body: str, config: dict[str, object]) -> str:
+def _page(title: str, body: str, config: Mapping[str, object]) -> str:
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

@@ -100,7 +100,11 @@ SCALE_PROBE = """() => {
           label: document.querySelector('#scalebar .bar-label').textContent,
           tilesFailed: window.slideViewer.tilesFailed, error: window.slideViewer.error};
 }"""
-FULLY_LOADED = "() => window.slideViewer && window.slideViewer.ready && window.slideViewer.viewer.world.getItemAt(0) && window.slideViewer.viewer.world.getItemAt(0).getFullyLoaded()"
+FULLY_LOADED = """() => {
+  const state = window.slideViewer;
+  const item = state && state.ready && state.viewer.world.getItemAt(0);
+  return Boolean(item && item.getFullyLoaded());
+}"""
 
 
 def label_micrometres(label: str) -> float:
@@ -134,8 +138,12 @@ def browse(chromium: Any, url: str, name: str, profile: str) -> dict[str, Any]:
         seen["steps"]["home"] = (len(seen["responses"]), page.evaluate(SCALE_PROBE))
         seen["info"] = page.evaluate("() => window.slideViewer.info")
         seen["panel"] = page.inner_text("#metadata")
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('#pictures img')).every(i => i.complete)",
+            timeout=RUN_TIMEOUT * 1000,
+        )
         seen["pictures"] = page.evaluate(
-            "() => Array.from(document.querySelectorAll('#pictures img')).map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+            "() => Array.from(document.querySelectorAll('#pictures img')).map(i => [i.alt, i.naturalWidth > 0])"
         )
         for step, action in (
             ("zoomed", "v => { v.viewport.zoomBy(6); v.viewport.applyConstraints(true); }"),
@@ -244,8 +252,18 @@ def test_assets_stay_in_their_directories(tmp_path: Any) -> None:
 def test_fetch_npm_installs_what_the_viewer_lock_pins() -> None:
     # The lock the operator's command names is the one the tests' copy comes from.
     done = subprocess.run(
-        [sys.executable, os.path.join(helpers.ROOT, "scripts", "fetch_npm.py"), "--check", "--lock",
-         os.path.join(helpers.ROOT, "iipsrv_py", "viewer", "npm-lock.json"), "--dest", NODE_MODULES],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            os.path.join(helpers.ROOT, "scripts", "fetch_npm.py"),
+            "--check",
+            "--lock",
+            os.path.join(helpers.ROOT, "iipsrv_py", "viewer", "npm-lock.json"),
+            "--dest",
+            NODE_MODULES,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
