@@ -4,8 +4,11 @@ refusals, valid signatures answering the same bytes as without auth, URLs printe
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -148,3 +151,72 @@ def test_auth_off_ignores_signing_parameters(plain):
     IIP commands)."""
     _, path, params = CASES[0]
     assert helpers.call(plain, sign(path, params), path=path).body == helpers.call(plain, unsigned(params)).body
+
+
+REST_CASES = [
+    ("slides", "/slides", [("limit", "5")]),
+    ("slide", f"/slides/{IMAGE}", []),
+    ("thumbnail", f"/slides/{IMAGE}/thumbnail", [("max_size", "128")]),
+    ("tile", f"/tiles/{IMAGE}/0/1/1.jpg", []),
+    ("dzi", f"/slides/{IMAGE}/dzi", []),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "params"), REST_CASES, ids=[c[0] for c in REST_CASES])
+def test_rest_routes_are_signed_like_the_protocols(app, plain, name, path, params):
+    good = helpers.call(app, sign(path, params), path=path)
+    assert good.status == 200 and good.body == helpers.call(plain, unsigned(params), path=path).body
+    assert refused(helpers.call(app, unsigned(params), path=path)) == (401, "missing_signature")
+    stale = sign(path, params, exp=int(time.time()) - 5)
+    assert refused(helpers.call(app, stale, path=path)) == (401, "signature_expired")
+    other = sign(path, params, secret="another secret")
+    assert refused(helpers.call(app, other, path=path)) == (401, "invalid_signature")
+
+
+def viewer_query(page: bytes) -> str:
+    config = json.loads(re.search(rb'<script type="application/json" id="config">(.*?)</script>', page)[1])
+    return config["query"].lstrip("?")
+
+
+def test_the_signed_viewer_page_carries_a_token_for_its_slide_only(app):
+    other = "tif-rgb-3000x2000-5lvl-256tile-deflate.tif"
+    assert refused(helpers.call(app, "", path=f"/view/{IMAGE}")) == (401, "missing_signature")
+    page = helpers.call(app, sign(f"/view/{IMAGE}", []), path=f"/view/{IMAGE}")
+    assert page.status == 200 and "no-store" in page.header("cache-control")
+    token = viewer_query(page.body)
+    fields = dict(pair.split("=") for pair in token.split("&"))
+    assert set(fields) == {"vt", "exp"}
+    # The token is HMAC(secret, "viewer:{id}:{exp}"), computed here.
+    expected = hmac.new(SECRET.encode(), f"viewer:{IMAGE}:{fields['exp']}".encode(), hashlib.sha256).hexdigest()
+    assert fields["vt"] == expected
+    for path in (
+        f"/slides/{IMAGE}",
+        f"/slides/{IMAGE}/dzi",
+        f"/slides/{IMAGE}/dzi_files/9/0_0.jpeg",
+        f"/tiles/{IMAGE}/0/0/0.jpg",
+        f"/slides/{IMAGE}/thumbnail",
+    ):
+        assert helpers.call(app, token, path=path).status == 200, path
+    # Not the viewer page itself, not the list, not another slide, not another protocol.
+    for path, query in (
+        (f"/view/{IMAGE}", token),
+        ("/slides", token),
+        (f"/slides/{other}", token),
+        (f"/tiles/{other}/0/0/0.jpg", token),
+        (IIP_PATH, f"FIF={IMAGE}&JTL=0,0&{token}"),
+    ):
+        assert helpers.call(app, query, path=path).status == 401, path
+    # A tampered token or expiry is refused.
+    forged = token.replace(f"exp={fields['exp']}", f"exp={int(fields['exp']) + 3600}")
+    assert helpers.call(app, forged, path=f"/slides/{IMAGE}").status == 401
+
+
+def test_the_slide_list_page_links_signed_viewers(app):
+    index = helpers.call(app, sign("/", []), path="/")
+    assert index.status == 200
+    links = re.findall(r'href="(/view/[^"?]+)\?([^"]+)"', index.body.decode())
+    assert links
+    assert all(exp == links[0][1].split("&")[0] for exp in (q.split("&")[0] for _, q in links))  # the page's expiry
+    for path, query in [link for link in links if link[0].startswith("/view/tif-rgb")][:3]:
+        query = query.replace("&amp;", "&")
+        assert helpers.call(app, query, path=path).status == 200, path

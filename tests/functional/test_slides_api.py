@@ -380,9 +380,16 @@ def test_unreachable_storage_is_a_connection_error() -> None:
         assert b"no-bucket" not in result.body and b"127.0.0.1" not in result.body
 
 
-def test_view_is_a_hook_and_the_banner_stays(app: Any) -> None:
-    assert error(app, f"/view/{SVS}") == (501, "not_implemented")
+def test_view_pages_the_slide_list_and_the_banner(app: Any) -> None:
+    page = get(app, f"/view/{SVS}")
+    assert page.status == 200 and page.header("content-type") == "text/html; charset=utf-8"
+    assert b"openseadragon.min.js" in page.body and "script-src 'self'" in page.header("content-security-policy")
+    assert error(app, "/view/no-such-slide.svs") == (404, "not_found")
     assert error(app, "/view") == (404, "not_found")
-    banner = get(app, "/")
-    assert banner.status == 200 and banner.header("content-type") == "text/html; charset=utf-8"
-    assert get(app, "/anything").header("content-type") == "text/html; charset=utf-8"
+    assert error(app, "/view/_assets/../../setup.cfg") == (404, "not_found")
+    index = get(app, "/")
+    assert index.status == 200 and index.header("content-type") == "text/html; charset=utf-8"
+    assert f'href="/view/{SVS}"'.encode() in index.body
+    # Any other path with an empty query keeps iipsrv's banner page.
+    banner = get(app, "/anything")
+    assert banner.header("content-type") == "text/html; charset=utf-8" and b"IIPImage" in banner.body
