@@ -100,11 +100,25 @@ SCALE_PROBE = """() => {
           label: document.querySelector('#scalebar .bar-label').textContent,
           tilesFailed: window.slideViewer.tilesFailed, error: window.slideViewer.error};
 }"""
-FULLY_LOADED = """() => {
+# Settled: the viewport has reached its target (no animation left), every tile the view
+# needs is loaded and drawn, and no tile is being fetched.
+SETTLED = """() => {
   const state = window.slideViewer;
-  const item = state && state.ready && state.viewer.world.getItemAt(0);
-  return Boolean(item && item.getFullyLoaded());
+  const v = state && state.ready && state.viewer;
+  const item = v && v.world.getItemAt(0);
+  if (!item) return false;
+  const vp = v.viewport;
+  const still = vp.getZoom(true) === vp.getZoom(false) && vp.getCenter(true).equals(vp.getCenter(false));
+  return still && item.getFullyLoaded() && v.imageLoader.jobsInProgress === 0 && !v.world.needsDraw();
 }"""
+
+
+def settle(page: Any) -> None:
+    """Wait until SETTLED holds twice, 300 ms apart (a new animation frame may start loading)."""
+    for _ in range(2):
+        page.wait_for_function(SETTLED, polling=50, timeout=RUN_TIMEOUT * 1000)
+        time.sleep(0.3)
+    page.wait_for_function(SETTLED, polling=50, timeout=RUN_TIMEOUT * 1000)
 
 
 def label_micrometres(label: str) -> float:
@@ -132,7 +146,7 @@ def browse(chromium: Any, url: str, name: str, profile: str) -> dict[str, Any]:
         page.on("pageerror", lambda e: seen["errors"].append(str(e)))
         page.on("response", lambda r: seen["responses"].append((r.url, r.status)))
         page.goto(url, wait_until="load", timeout=RUN_TIMEOUT * 1000)
-        page.wait_for_function(FULLY_LOADED, polling=50, timeout=RUN_TIMEOUT * 1000)
+        settle(page)
         os.makedirs(ARTEFACTS, exist_ok=True)
         page.screenshot(path=os.path.join(ARTEFACTS, f"viewer-{name}-home.png"))
         seen["steps"]["home"] = (len(seen["responses"]), page.evaluate(SCALE_PROBE))
@@ -146,12 +160,11 @@ def browse(chromium: Any, url: str, name: str, profile: str) -> dict[str, Any]:
             "() => Array.from(document.querySelectorAll('#pictures img')).map(i => [i.alt, i.naturalWidth > 0])"
         )
         for step, action in (
-            ("zoomed", "v => { v.viewport.zoomBy(6); v.viewport.applyConstraints(true); }"),
-            ("panned", "v => { v.viewport.panBy(new OpenSeadragon.Point(0.15, 0.1), true); }"),
+            ("zoomed", "v => { v.viewport.zoomBy(6); v.viewport.applyConstraints(); }"),
+            ("panned", "v => { v.viewport.panBy(new OpenSeadragon.Point(0.08, 0.05)); }"),
         ):
             page.evaluate(f"() => ({action})(window.slideViewer.viewer)")
-            time.sleep(0.3)
-            page.wait_for_function(FULLY_LOADED, polling=50, timeout=RUN_TIMEOUT * 1000)
+            settle(page)
             page.screenshot(path=os.path.join(ARTEFACTS, f"viewer-{name}-{step}.png"))
             seen["steps"][step] = (len(seen["responses"]), page.evaluate(SCALE_PROBE))
         seen["config"] = page.evaluate("() => JSON.parse(document.getElementById('config').textContent)")
@@ -175,7 +188,9 @@ def check_run(seen: dict[str, Any], mpp: float, width: int) -> None:
     home = set(tile_urls(seen["responses"][: counts["home"]]))
     zoomed = set(tile_urls(seen["responses"][counts["home"] : counts["zoomed"]]))
     panned = set(tile_urls(seen["responses"][counts["zoomed"] : counts["panned"]]))
-    assert home and zoomed - home and panned - home - zoomed, (len(home), len(zoomed), len(panned))
+    assert home
+    if width > SIZE[0]:  # (small.svs is 16 x 16 pixels: one tile at every zoom)
+        assert zoomed - home and panned - home - zoomed, (len(home), len(zoomed), len(panned))
     assert seen["info"]["width"] == width
     for _, probe in seen["steps"].values():
         assert probe["tilesFailed"] == 0 and probe["error"] is None

@@ -73,6 +73,28 @@
     state.scale = { micrometres, pixels, zoom };
   }
 
+  // The slide's DZI as a tile source whose tile URLs carry config.query (OpenSeadragon's own
+  // DZI reader keeps a query only after a ".dzi" or ".xml" name, which this route has not).
+  async function dziTileSource() {
+    const response = await fetch(withQuery(config.dzi));
+    if (!response.ok) throw new Error(`DZI: HTTP ${response.status}`);
+    const doc = new DOMParser().parseFromString(await response.text(), "application/xml");
+    const image = doc.documentElement;
+    const size = image.getElementsByTagName("Size")[0];
+    if (!size) throw new Error("DZI: no Size element");
+    const width = Number(size.getAttribute("Width"));
+    const height = Number(size.getAttribute("Height"));
+    const format = image.getAttribute("Format");
+    return {
+      width, height,
+      tileSize: Number(image.getAttribute("TileSize")),
+      tileOverlap: Number(image.getAttribute("Overlap")),
+      minLevel: 0,
+      maxLevel: Math.ceil(Math.log2(Math.max(width, height))),
+      getTileUrl: (level, x, y) => withQuery(`${config.dzi}_files/${level}/${x}_${y}.${format}`),
+    };
+  }
+
   function togglePanel() {
     const panel = document.getElementById("panel");
     const button = document.getElementById("toggle-panel");
@@ -97,7 +119,7 @@
     const viewer = (state.viewer = OpenSeadragon({
       id: "viewer",
       prefixUrl: config.openseadragon + "images/",
-      tileSources: withQuery(config.dzi),
+      tileSources: await dziTileSource(),
       showNavigator: true,
       navigatorPosition: "BOTTOM_RIGHT",
       showRotationControl: true,
