@@ -27,28 +27,7 @@ def test_bench_quick_compares_both_servers(tmp_path) -> None:
     if not os.path.exists(IIPSRV_CPP):
         message = "Debian's iipimage-server is not installed (scripts/test installs it)"
         pytest.fail(message) if helpers.IN_CI else pytest.skip(message)
-    out = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(helpers.ROOT, "scripts", "bench.py"),
-            "--quick",
-            "--engine",
-            "both",
-            "--only",
-            "1,3c,4,6",
-            "--duration",
-            "1",
-            "--images",
-            str(tmp_path / "images"),
-            "--markdown",
-            str(tmp_path / "table.md"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=270,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    table = (tmp_path / "table.md").read_text()
+    table = run_bench(tmp_path, "--engine", "both", "--only", "1,3c,4,6")
     servers = {
         # Scenario 1 also compares the engines without kept connections.
         "1. warm JPEG tiles": ["iipsrv-py native", "iipsrv-py native, a connection per request"],
@@ -85,23 +64,14 @@ def test_bench_quick_compares_both_servers(tmp_path) -> None:
         assert re.fullmatch(r"[1-9]\d*", cell(row, 7)), f"no slow rendering finished, or one failed: {row}"
 
 
-def cell(row: str, index: int) -> str:
-    """Column ``index`` (1 = first) of a markdown table row."""
-    return re.split(r"\s*\|\s*", row)[index]
-
-
-@pytest.mark.time_limit(280)
-def test_bench_s3_quick_serves_one_image_from_the_store_and_from_disk(tmp_path) -> None:
-    """`scripts/bench --s3` runs: warm tiles from the bucket cost no store request once the
-    workers share memcached, a cold first tile a handful of ranged GETs, far from the whole file."""
-    for program in ("wrk", "nginx"):
-        helpers.require_binary(program)
+def run_bench(tmp_path, *args: str) -> str:
+    """scripts/bench.py --quick with one-second runs and ``args``: its markdown table."""
     out = subprocess.run(
         [
             sys.executable,
             os.path.join(helpers.ROOT, "scripts", "bench.py"),
-            "--s3",
             "--quick",
+            *args,
             "--duration",
             "1",
             "--images",
@@ -114,9 +84,24 @@ def test_bench_s3_quick_serves_one_image_from_the_store_and_from_disk(tmp_path) 
         timeout=270,
     )
     assert out.returncode == 0, out.stderr[-2000:]
+    return (tmp_path / "table.md").read_text()
+
+
+def cell(row: str, index: int) -> str:
+    """Column ``index`` (1 = first) of a markdown table row."""
+    return re.split(r"\s*\|\s*", row)[index]
+
+
+@pytest.mark.time_limit(280)
+def test_bench_s3_quick_serves_one_image_from_the_store_and_from_disk(tmp_path) -> None:
+    """`scripts/bench --s3` runs: warm tiles from the bucket cost no store request once the
+    workers share memcached, a cold first tile a handful of ranged GETs, far from the whole file."""
+    for program in ("wrk", "nginx"):
+        helpers.require_binary(program)
+    table = run_bench(tmp_path, "--s3")
     rows = {
         tuple(cell.strip() for cell in line.split("|")[1:3]): [cell.strip() for cell in line.split("|")[3:-1]]
-        for line in (tmp_path / "table.md").read_text().splitlines()
+        for line in table.splitlines()
         if line.startswith(("| warm", "| cold"))
     }
     shared = rows[("warm JPEG tiles, IIIF URLs", "S3 (moto) + memcached")]
