@@ -240,6 +240,21 @@ def test_signed_viewer_and_its_token(chromium: Any, root: str, tmp_path: Any) ->
             assert refused.status_code == 401, (path, refused.status_code)
 
 
+@pytest.mark.time_limit(180)
+def test_viewer_on_an_s3_root(chromium: Any, s3_images: Any, tmp_path: Any) -> None:
+    # The same one command with ROOT a bucket (the real moto server of the S3 tests).
+    from tests import s3_store
+
+    env = {**s3_store.CREDENTIALS, "S3_ENDPOINT": s3_images.store.endpoint}
+    with http_server(str(tmp_path), s3_images.url, **env) as base:
+        index = requests.get(base + "/", timeout=10)
+        assert index.status_code == 200 and f'href="/view/{GENERATED}"' in index.text
+        seen = browse(chromium, f"{base}/view/{GENERATED}", "s3", str(tmp_path / "profile"))
+        path = os.path.join(helpers.fixture_dir(), GENERATED)
+        check_run(seen, mpp_of(path), seen["info"]["width"])
+        assert seen["info"]["width"] == 4097
+
+
 def test_view_page_escapes_the_slide_id() -> None:
     from iipsrv_py import viewer
 
