@@ -114,9 +114,11 @@ class Lyr(_Count):
 class Rgn(Command):
     NAME: ClassVar[str] = "RGN"
     # (x, y, w, h) fractions of the full image clamped to [0, 1]; None when iipsrv would
-    # ignore the region (not four values, or w or h not positive).
+    # ignore the region (not four values, or w or h not positive), and then ``raw`` is the
+    # argument as given (its canonical text); "" otherwise, so that "0,0,1,1" and
+    # "0.0,0.0,1.0,1.0" are one request.
     region: tuple[float, float, float, float] | None
-    raw: str
+    raw: str = ""
 
     @property
     def text(self) -> str:
@@ -418,7 +420,7 @@ def _rgn(name: str, raw: str) -> Command:
     if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
         return Rgn(None, raw)  # iipsrv ignores such a region
     x, y, w, h = (min(max(v, 0.0), 1.0) for v in values)
-    return Rgn((x, y, w, h), raw)
+    return Rgn((x, y, w, h))
 
 
 def _qlt(name: str, raw: str) -> Command:

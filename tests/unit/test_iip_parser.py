@@ -162,7 +162,12 @@ def test_bad_quality_is_malformed(raw):
     ],
 )
 def test_region(raw, region):
-    assert commands(f"RGN={raw}") == [Rgn(region, raw)]
+    # The argument's text is kept only for an ignored region (its canonical form).
+    assert commands(f"RGN={raw}") == [Rgn(region, raw if region is None else "")]
+
+
+def test_region_spellings_are_one_request():
+    assert parse("RGN=0,0,1,1") == parse("RGN=0.0,0.0,1.0,1.0") == parse(parse("RGN=0,0,1,1").canonical)
 
 
 @pytest.mark.parametrize(
