@@ -84,3 +84,20 @@ def test_slide_list_from_s3(apps, s3_images: S3Images) -> None:
         name for name in s3_images.local if name.lower().endswith((".tif", ".tiff", ".svs", ".jp2", ".j2k", ".jpg"))
     ]
     assert everything["slides"] == sorted(images)
+
+
+def test_signed_urls_on_an_s3_root(s3_images: S3Images) -> None:
+    import time
+
+    from iipsrv_py.auth import signed_query
+
+    secret = "s3-secret"
+    app = helpers.make_app(FILESYSTEM_PREFIX=s3_images.url, S3_ENDPOINT=s3_images.store.endpoint, AUTH_SECRET=secret)
+    for path, params in ((f"/tiles/{SVS}/0/1/1.jpg", []), ("/fcgi-bin/iipsrv.fcgi", [("FIF", SVS), ("JTL", "0,0")])):
+        unsigned = "&".join(f"{k}={v}" for k, v in params)
+        refused = helpers.call(app, unsigned, path=path)
+        assert refused.status == 401 and json.loads(refused.body)["error"] == "missing_signature"
+        signed = signed_query(secret, path, params, int(time.time()) + 300)[0]
+        assert helpers.call(app, signed, path=path).status == 200
+        stale = signed_query(secret, path, params, int(time.time()) - 1)[0]
+        assert json.loads(helpers.call(app, stale, path=path).body)["error"] == "signature_expired"
