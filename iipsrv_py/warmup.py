@@ -37,6 +37,8 @@ from .fastcgi import Responder
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+# The path of the warm-up requests: iipsrv's, where an empty query is the banner page.
+PATH = "/fcgi-bin/iipsrv.fcgi"
 
 SAMPLE = "warm-up.tif"
 # Requests that touch the paths real ones take (the workers' resize needs libvips, which is
@@ -90,7 +92,7 @@ class WarmUp:
             for query in queries:
                 environ: dict[str, Any] = {
                     "REQUEST_METHOD": "GET",
-                    "REQUEST_URI": "/",
+                    "REQUEST_URI": PATH,
                     "HTTP_HOST": "localhost",
                     "QUERY_STRING": query,
                     "wsgi.input": io.BytesIO(),
@@ -124,9 +126,15 @@ class WarmUp:
             with _quiet():
                 responder.rehearse(
                     [
-                        {"REQUEST_METHOD": "GET", "QUERY_STRING": query, "REQUEST_URI": "/?" + query, "HTTP_HOST": "x"}
+                        {
+                            "REQUEST_METHOD": "GET",
+                            "QUERY_STRING": query,
+                            "REQUEST_URI": f"{PATH}?{query}",
+                            "HTTP_HOST": "x",
+                        }
                         # Neither touches storage: this is the real application, whose storage
-                        # may be a bucket, where a probe would cost requests at every start.
+                        # may be a bucket, where a probe would cost requests at every start (at
+                        # "/" an empty query is the slide list, which lists the storage).
                         for query in ("", "OBJ=Basic-info")
                     ]
                 )
