@@ -167,6 +167,9 @@ def browse(chromium: Any, url: str, name: str, profile: str) -> dict[str, Any]:
             settle(page)
             page.screenshot(path=os.path.join(ARTEFACTS, f"viewer-{name}-{step}.png"))
             seen["steps"][step] = (len(seen["responses"]), page.evaluate(SCALE_PROBE))
+        # Keyboard shortcuts reach the viewer without a click: "r" rotates by 90 degrees.
+        page.keyboard.press("r")
+        seen["rotation"] = page.evaluate("() => window.slideViewer.viewer.viewport.getRotation(false)")
         seen["config"] = page.evaluate("() => JSON.parse(document.getElementById('config').textContent)")
     finally:
         context.close()
@@ -198,6 +201,7 @@ def check_run(seen: dict[str, Any], mpp: float, width: int) -> None:
         expected = probe["width"] * mpp / probe["zoom"]
         assert abs(label_micrometres(probe["label"]) - expected) <= 0.02 * expected, (probe, mpp)
     assert f"{width} × " in seen["panel"]
+    assert seen["rotation"] == 90
 
 
 @pytest.mark.time_limit(240)

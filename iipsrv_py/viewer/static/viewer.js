@@ -130,7 +130,10 @@
       visibilityRatio: 0.5,
       crossOriginPolicy: "Anonymous",
     }));
-    viewer.addHandler("open", () => { state.ready = true; });
+    viewer.addHandler("open", () => {
+      state.ready = true;
+      viewer.canvas.focus(); // OpenSeadragon's keys act on its focused canvas
+    });
     viewer.addHandler("open-failed", (event) => fail(event.message || "the slide could not be opened"));
     viewer.addHandler("tile-loaded", () => { state.tilesLoaded += 1; });
     viewer.addHandler("tile-load-failed", () => { state.tilesFailed += 1; });
@@ -147,7 +150,6 @@
       }
     });
     document.getElementById("toggle-panel").addEventListener("click", togglePanel);
-    document.getElementById("viewer").focus();
   }
 
   start().catch((error) => fail(error && error.message ? error.message : error));
