@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote, unquote
 
 from . import SERVER_SOFTWARE, __version__
 from .auth import authorize, strip_auth_params
@@ -63,11 +63,6 @@ class Route:
     base: str
     iip: iip_protocol.IIPRequest | None = None
     rest: rest_protocol.RestRoute | None = None
-
-    @property
-    def slide_id(self) -> str | None:
-        """The slide a REST request is about (None for the others and for /health, /slides)."""
-        return self.rest.slide_id if self.rest is not None else None
 
 
 Handler = Callable[[Route, RequestContext], Response]
@@ -207,15 +202,27 @@ class Application:
         query = environ.get("QUERY_STRING", "")
         if not query and method == "POST":
             query = self._read_form(environ)
-        # Signed URLs: once per request, before any cache is consulted.
-        authorize(self.settings, method, path, query, self.viewer_slide(path, query), time.time())
+        # The REST route, parsed once; a malformed one answers after the signature check.
+        rest_route: rest_protocol.RestRoute | None = None
+        rest_error: ServerError | None = None
+        if rest_protocol.claims(path):
+            try:
+                rest_route = rest_protocol.parse(path, query)
+            except ServerError as exc:
+                rest_error = exc
+        # Signed URLs: once per request, before any cache is consulted.  A viewer token may
+        # open only the routes of its own slide that the viewer page loads.
+        token_slide = rest_route.slide_id if isinstance(rest_route, rest_protocol.VIEWER_TOKEN_ROUTES) else None
+        authorize(self.settings, method, path, query, token_slide, time.time())
+        if rest_error is not None:
+            raise rest_error
         if text is not None:
             hit = self._shortcut(text)
             if hit is not None:
                 return Response(200, cached=hit, layer="shortcut")  # only 200s are remembered
         scheme = "https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http"
         host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost")
-        route = self.route(path, query, f"{scheme}://{host}")
+        route = self.route(path, query, f"{scheme}://{host}", rest_route)
         if route is None:
             return self._banner()
         client = ClientRequest(
@@ -234,34 +241,24 @@ class Application:
         )
         return HANDLERS[route.protocol](route, ctx)
 
-    @staticmethod
-    def viewer_slide(path: str, query: str) -> str | None:
-        """The slide whose viewer token (``vt``) may open this path: the slide of a REST tile,
-        metadata, thumbnail, associated picture or DZI route; None on every other path (the
-        viewer page itself, the slide list, other protocols: a full signature is needed)."""
-        if not rest_protocol.claims(path):
-            return None
-        try:
-            route = rest_protocol.parse(path, query)
-        except ServerError:
-            return None  # malformed: the signature check answers first, then the route's error
-        return route.slide_id if isinstance(route, rest_protocol.VIEWER_TOKEN_ROUTES) else None
-
-    def route(self, path: str, query: str, root: str) -> Route | None:
+    def route(
+        self, path: str, query: str, root: str, rest_route: rest_protocol.RestRoute | None = None
+    ) -> Route | None:
         """The route of a request; None for an empty request (the banner page).
 
         ``query`` is the query string, or the form of a POST without one.  A URI_MAP path keeps
         its percent-encoding: the protocol's parser decodes it.  The REST API's paths come first
         (BadRequest / NotFound for one of them that is malformed).  The signing parameters
         (``exp``, ``sig``, ``vt``) are no protocol's: they are removed before parsing, so they are
-        no IIP command and no part of a cache key, whether auth is on or off.
+        no IIP command and no part of a cache key, whether auth is on or off.  ``rest_route``: the
+        REST route of ``path`` when the caller has parsed it already.
         """
-        if rest_protocol.claims(path):
-            return Route("REST", query, root, rest=rest_protocol.parse(path, query))
+        if rest_route is not None or rest_protocol.claims(path):
+            return Route("REST", query, root, rest=rest_route or rest_protocol.parse(path, query))
         if path == "/" and not strip_auth_params(query):
             # The site root with no request: the slide list, linking each slide to its viewer
             # (other paths with an empty query keep iipsrv's banner page).
-            return Route("REST", query, root, rest=rest_protocol.Index(dict(parse_qsl(query)).get("exp", "")))
+            return Route("REST", query, root, rest=rest_protocol.index(query))
         for prefix, protocol in self.settings.uri_map:
             head = f"/{prefix}/"
             if path.startswith(head) or path == head[:-1]:
@@ -307,13 +304,15 @@ class Application:
                 log.error("%d for %s: %s", exc.status, _describe(environ), exc, exc_info=exc.__cause__ or exc)
             else:
                 log.warning("%d for %s: %s", exc.status, _describe(environ), exc)
-        if isinstance(exc, SignatureError):
-            # Never kept by any cache (only 200s are), nor by a browser or proxy.
-            return Response(exc.status, exc.json_body(), "application/json", cache_control="no-store")
-        if rest_protocol.claims(_request_path(environ)):
+        signature = isinstance(exc, SignatureError)
+        if signature or rest_protocol.claims(_request_path(environ)):
+            # JSON {"error", "message", "status"}; a refused signature is never kept by any
+            # cache (only 200s are), nor by a browser or proxy.
             body = json.dumps(rest_body(exc), ensure_ascii=False).encode("utf-8")
             headers = [("Allow", REST_METHODS)] if exc.status == 405 else []
-            return Response(exc.status, body, "application/json", headers, cache_control="no-cache")
+            return Response(
+                exc.status, body, "application/json", headers, cache_control="no-store" if signature else "no-cache"
+            )
         if isinstance(exc, IIPError):
             return Response(exc.status, exc.body(), "application/vnd.netfpx", cache_control="no-cache")
         return Response(exc.status, (exc.message + "\n").encode("utf-8"), PLAIN_TEXT, cache_control="no-cache")

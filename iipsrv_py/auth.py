@@ -21,15 +21,16 @@ from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, unquote_plus
 
 from .errors import SignatureError
+from .protocols.rest import ASSETS, HEALTH
 from .settings import Settings
 
 # Query parameters that belong to signing, never to the protocols.
 AUTH_PARAMS = frozenset(("exp", "sig", "vt"))
 # GET/HEAD of these paths need no signature.
-EXEMPT_PATHS = frozenset(("/health",))
+EXEMPT_PATHS = frozenset((HEALTH,))
 # The viewer's static files (its script, style and OpenSeadragon): the same for everyone, no
 # slide data; the page that loads them and every slide request are signed.
-EXEMPT_PREFIX = "/view/_assets/"
+EXEMPT_PREFIX = ASSETS
 
 _HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 _EXPIRY = re.compile(r"[0-9]{1,19}")  # Unix seconds; bounded so int() stays cheap

@@ -12,9 +12,9 @@ Prints what it found and what failed; exits 0 when everything worked, 1 when som
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
-from collections.abc import Iterator
 from typing import TextIO
 
 from .cache.shared import NO_SHARING
@@ -22,6 +22,7 @@ from .errors import ServerError
 from .settings import Settings, with_root
 from .sources.registry import open_source
 from .storage import make_storage
+from .storage.base import Storage
 from .storage.listing import image_names
 
 
@@ -36,14 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def names_under_root(settings: Settings) -> Iterator[str]:
-    """Every name under the root, as the server's storage lists it."""
-    return make_storage(settings, NO_SHARING).list_names()
-
-
-def test_slide(settings: Settings, identifier: str, out: TextIO) -> bool:
+def test_slide(storage: Storage, identifier: str, out: TextIO) -> bool:
     """Open ``identifier`` and decode tile (0, 0) of every level; True when all of it worked."""
-    storage = make_storage(settings, NO_SHARING)
     started = time.monotonic()
     try:
         source = open_source(storage.open(*storage.resolve(identifier)))
@@ -78,7 +73,10 @@ def run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     settings = with_root(settings, args.root)
     root = settings.filesystem_prefix or "."
     try:
-        names = names_under_root(settings)
+        # One storage for the whole check: the listing's and the slide's requests share its
+        # identities and blocks.
+        storage = make_storage(settings, NO_SHARING)
+        names = storage.list_names()
         first = next(names, None)
     except (ServerError, OSError, ValueError) as exc:
         print(f"FAILED: cannot reach {root}: {exc}", file=out)
@@ -88,17 +86,15 @@ def run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     if args.list_slides:
         count = 0
         try:
-            for name in image_names(iter([first] if first is not None else []), settings.filesystem_suffix):
-                print(name, file=out)
-                count += 1
-            for name in image_names(names, settings.filesystem_suffix):
+            listed = itertools.chain([] if first is None else [first], names)
+            for name in image_names(listed, settings.filesystem_suffix):
                 print(name, file=out)
                 count += 1
         except (ServerError, OSError) as exc:
             print(f"FAILED: listing {root}: {exc}", file=out)
             status = 1
         print(f"{count} images", file=out)
-    if args.test_slide and not test_slide(settings, args.test_slide, out):
+    if args.test_slide and not test_slide(storage, args.test_slide, out):
         status = 1
     return status
 

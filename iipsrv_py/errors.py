@@ -11,8 +11,6 @@ path or a stack trace.  Details for the log go in ``log_detail``.
 
 from __future__ import annotations
 
-import json
-
 # Reason phrases for every status this server sends.
 STATUS_TEXT: dict[int, str] = {
     200: "OK",
@@ -127,11 +125,11 @@ class SignatureError(ServerError):
 
     def __init__(self, code: str, message: str) -> None:
         self.status = SIGNATURE_ERRORS[code]
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, api_code=code)  # the body is rest_body's, as on the REST routes
 
-    def json_body(self) -> bytes:
-        return json.dumps({"error": self.code, "message": self.message, "status": self.status}).encode("utf-8")
+    @property
+    def code(self) -> str:
+        return self.api_code
 
 
 class IIPError(ServerError):

@@ -222,11 +222,11 @@ def _memcached_server(item: str) -> tuple[str, int]:
         if not bracket or (rest and not rest.startswith(":")):
             raise SettingsError(problem)
         host, port_text = address, rest[1:] if rest else None
-        if not _is_ip(host, 6):
+        if not _is_ipv6(host):
             raise SettingsError(problem)
     elif item.count(":") > 1:  # an IPv6 address without a port
         host, port_text = item, None
-        if not _is_ip(host, 6):
+        if not _is_ipv6(host):
             raise SettingsError(problem)
     else:
         host, colon, port_text_or_empty = item.partition(":")
@@ -240,9 +240,9 @@ def _memcached_server(item: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _is_ip(text: str, version: int) -> bool:
+def _is_ipv6(text: str) -> bool:
     try:
-        return ipaddress.ip_address(text).version == version
+        return ipaddress.ip_address(text).version == 6
     except ValueError:
         return False
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 
+from .memcached import MAX_VALUE_SIZE
 from .responses import CachedResponse
 from .shared import NO_SHARING, SharedCache
 
@@ -81,8 +82,8 @@ class SharedResponses:
         return response if response is not None and response.status.startswith("200 ") else None
 
     def put(self, key: str, response: CachedResponse) -> None:
-        if not self.enabled or not response.status.startswith("200 "):
-            return
+        if not self.enabled or not response.status.startswith("200 ") or len(response.body) > MAX_VALUE_SIZE:
+            return  # (a body over memcached's item limit would be copied only to be dropped)
         data = encode_response(response)
         if data is not None:
             self.shared.set(NAMESPACE + key, data, self.expire)

@@ -91,10 +91,15 @@ def view_page(route: rest.View, ctx: RequestContext) -> Response:
     return _html(viewer.view_page(route.slide_id, query), cache_control)
 
 
+def slide_ids(ctx: RequestContext) -> list[str]:
+    """The images under the root (by name, one listing of the storage), sorted."""
+    return sorted(image_names(ctx.catalog.storage.list_names(), ctx.settings.filesystem_suffix))
+
+
 def index_page(route: rest.Index, ctx: RequestContext) -> Response:
     """``/``: the first INDEX_LIMIT slides, each linked to its viewer (links signed with the
     page's own expiry when signed URLs are on)."""
-    names = sorted(image_names(ctx.catalog.storage.list_names(), ctx.settings.filesystem_suffix))
+    names = slide_ids(ctx)
     shown = names[:INDEX_LIMIT]
     secret = ctx.settings.auth_secret
     links = []
@@ -126,11 +131,10 @@ def _html(page: str, cache_control: str) -> Response:
 def slide_list(route: rest.SlideList, ctx: RequestContext) -> Response:
     """One page of the images under the root, sorted by id, filtered before paging; the cursor
     is the last id of the previous page."""
-    names = image_names(ctx.catalog.storage.list_names(), ctx.settings.filesystem_suffix)
     search = route.search.casefold()
-    ids = sorted(
-        {name for name in names if name.startswith(route.prefix) and (not search or search in name.casefold())}
-    )
+    ids = [
+        name for name in slide_ids(ctx) if name.startswith(route.prefix) and (not search or search in name.casefold())
+    ]
     start = bisect.bisect_right(ids, route.cursor) if route.cursor is not None else 0
     page = ids[start : start + route.limit]
     more = start + route.limit < len(ids)

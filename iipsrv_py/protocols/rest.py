@@ -170,6 +170,11 @@ def parse(path: str, query: str = "") -> RestRoute:
     raise NotFound("no such resource", f"path {path[:200]!r}")
 
 
+def index(query: str) -> Index:
+    """``/`` with no request in ``query`` (only, perhaps, its signature): the slide list page."""
+    return Index(_params(query).get("exp", ""))
+
+
 def _params(query: str) -> dict[str, str]:
     """The query's parameters, the first of each name (others are left to other checks, such as
     a signature's)."""
@@ -243,11 +248,17 @@ def _slide(segments: list[str], params: dict[str, str]) -> RestRoute:
         match = _DZI_TILE.fullmatch(name)
         if not _NUMBER.fullmatch(level) or not match:
             raise NotFound("no such DeepZoom tile: expected dzi_files/<level>/<col>_<row>.<ext>")
-        encoding = FORMATS.get(match["ext"].lower())
-        if encoding is None:
-            raise BadRequest(f"unsupported tile format: {match['ext']}", api_code="invalid_format")
+        encoding = _encoding(match["ext"])
         return DziTile(_slide_id(segments[:-3]), int(level), int(match["col"]), int(match["row"]), encoding)
     return SlideInfo(_slide_id(segments))
+
+
+def _encoding(ext: str) -> str:
+    """The output encoding a tile's extension names; BadRequest ``invalid_format`` otherwise."""
+    encoding = FORMATS.get(ext.lower())
+    if encoding is None:
+        raise BadRequest(f"unsupported tile format: {ext[:10]!r}", api_code="invalid_format")
+    return encoding
 
 
 def _tile(segments: list[str], params: dict[str, str]) -> Tile:
@@ -262,9 +273,7 @@ def _tile(segments: list[str], params: dict[str, str]) -> Tile:
         raise BadRequest("level must be a non-negative integer", f"level {level[:20]!r}", "invalid_level")
     if not (_NUMBER.fullmatch(x) and _NUMBER.fullmatch(y)):
         raise BadRequest("tile coordinates must be non-negative integers", f"{x[:20]!r},{y[:20]!r}", "invalid_tile")
-    encoding = "jpeg" if ext is None else FORMATS.get(ext.lower())
-    if encoding is None:
-        raise BadRequest(f"unsupported tile format: {(ext or '')[:10]!r}", api_code="invalid_format")
+    encoding = "jpeg" if ext is None else _encoding(ext)
     quality = _integer(params, "quality", DEFAULT_QUALITY, "invalid_quality")
     if not 1 <= quality <= 100:
         raise BadRequest("quality must be an integer between 1 and 100", f"quality={quality}", "invalid_quality")

@@ -88,13 +88,12 @@ class _Codestream:
 
     def read(self, rlevel: int, area: tuple[int, int, int, int], layers: int) -> np.ndarray:
         """Decode ``area`` (rows y0, x0, y1, x1 on the full-resolution reference grid) at
-        resolution reduction ``rlevel`` using the first ``layers`` quality layers (0 = all)."""
+        resolution reduction ``rlevel`` using the first ``layers`` quality layers (0 = all,
+        and never the codestream's own count: see ``Jp2Source._decode``)."""
         y0, x0, y1, x1 = area
         step = 1 << rlevel
         with self.lock:
-            # OpenJPEG decodes at most ``cp_layer`` layers, 0 meaning all; glymur's setter only
-            # accepts values below the number of layers, which all the others are anyway.
-            self.jp2.layer = layers if 0 < layers < self.layers else 0
+            self.jp2.layer = layers
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return self.jp2[y0:y1:step, x0:x1:step]
@@ -127,7 +126,7 @@ class _BlobCodestream:
             self._format,
             rlevel,
             (x0, y0, x1, y1),
-            layers if 0 < layers < self.layers else 0,
+            layers,
         )
 
 
@@ -283,7 +282,10 @@ class Jp2Source(SinglePage):
             min((lx + x + w) * step, ox + full.width),
         )
         try:
-            decoded = self._stream.read(r, area, self.layers)
+            # OpenJPEG decodes at most ``cp_layer`` layers, 0 meaning all; glymur's setter only
+            # accepts values below the number of layers, which all the others are anyway.
+            layers = self.layers if 0 < self.layers < self._stream.layers else 0
+            decoded = self._stream.read(r, area, layers)
         except ServerError:
             raise  # storage errors (502/504) stay what they are
         except Exception as exc:

@@ -62,14 +62,14 @@ def _openjp2() -> Any:
                     raise OSError("libopenjp2 was not found")
                 lib.opj_stream_create.argtypes = [ctypes.c_size_t, ctypes.c_int32]
                 lib.opj_stream_create.restype = ctypes.c_void_p
-                lib.opj_stream_set_read_function.argtypes = [ctypes.c_void_p, READ_FN]
-                lib.opj_stream_set_skip_function.argtypes = [ctypes.c_void_p, SKIP_FN]
-                lib.opj_stream_set_seek_function.argtypes = [ctypes.c_void_p, SEEK_FN]
-                lib.opj_stream_set_user_data_length.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-                for name in ("read", "skip", "seek", "user_data_length"):
-                    getattr(
-                        lib, f"opj_stream_set_{name}" + ("" if name == "user_data_length" else "_function")
-                    ).restype = None
+                for function, argument in (
+                    (lib.opj_stream_set_read_function, READ_FN),
+                    (lib.opj_stream_set_skip_function, SKIP_FN),
+                    (lib.opj_stream_set_seek_function, SEEK_FN),
+                    (lib.opj_stream_set_user_data_length, ctypes.c_uint64),
+                ):
+                    function.argtypes = [ctypes.c_void_p, argument]
+                    function.restype = None
                 _library = opj2
     return _library
 

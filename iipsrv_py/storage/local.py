@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from ..errors import NotFound, StorageUnavailable
@@ -21,6 +21,20 @@ from .listing import local_names
 _NOT_FOUND = "image not found"
 # The angles part of an image sequence member's name: <hhh>_<vvv>.<ext>
 _ANGLES = re.compile(r"(\d{3})_(\d{3})\.[A-Za-z0-9]+")
+
+
+def sequence_members(rests: Iterable[str], relative: str, pattern: str, suffix: str) -> list[tuple[int, int, str]]:
+    """``(horizontal angle, vertical angle, member identifier)`` of the names that follow
+    ``<relative><pattern>`` (``rests``: what comes after it) and are sequence members,
+    ``<hhh>_<vvv>.<ext>`` ending with ``suffix``; sorted.  Local and S3 storages list alike."""
+    members = []
+    for rest in rests:
+        angles = _ANGLES.fullmatch(rest)
+        if angles is None or (suffix and not rest.endswith(suffix)):
+            continue
+        member = relative + pattern + rest[: len(rest) - len(suffix)]
+        members.append((int(angles.group(1)), int(angles.group(2)), member))
+    return sorted(members)
 
 
 def normalise_identifier(identifier: str) -> str:
@@ -126,16 +140,8 @@ class LocalStorage:
             names = os.listdir(directory or ".")
         except OSError:
             return []
-        members = []
-        for name in names:
-            if not name.startswith(head):
-                continue
-            angles = _ANGLES.fullmatch(name[len(head) :])
-            if angles is None or (self.suffix and not name.endswith(self.suffix)):
-                continue
-            member = relative + pattern + name[len(head) : len(name) - len(self.suffix)]
-            members.append((int(angles.group(1)), int(angles.group(2)), member))
-        return sorted(members)
+        rests = (name[len(head) :] for name in names if name.startswith(head))
+        return sequence_members(rests, relative, pattern, self.suffix)
 
     @staticmethod
     def _stat(path: str) -> os.stat_result:

@@ -28,7 +28,10 @@ from .blocks import BlockCache, Held, missing_ranges, needed, split_range
 
 Fetch = Callable[[int, int], bytes]
 _START = struct.Struct(">I")  # a shared block's value: the offset it is held from, then its bytes
+# Waiting for another worker's fetch: the first look after 5 ms, then at doubling intervals up
+# to 100 ms, so a long wait costs tens of memcached round trips, not thousands.
 POLL_SECONDS = 0.005
+MAX_POLL_SECONDS = 0.1
 
 
 def shared_value(held: Held) -> bytes:
@@ -193,8 +196,10 @@ class RangeReader:
         again: dict[int, int] = {}
         deadline = time.monotonic() + self._wait
         pending = dict(contended)
+        pause = POLL_SECONDS
         while pending and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_POLL_SECONDS)
             result.update(self._from_shared(pending, partial))
             for index in [i for i in pending if i in result]:
                 del pending[index]

@@ -18,7 +18,6 @@ its bytes), and then still as ranged GETs of blocks.
 from __future__ import annotations
 
 import posixpath
-import re
 import threading
 import time
 import zlib
@@ -31,12 +30,11 @@ from ..model import SourceIdentity
 from ..settings import Settings
 from .blocks import BlockCache
 from .listing import MAX_LISTED
-from .local import normalise_identifier
+from .local import normalise_identifier, sequence_members
 from .range_reader import RangeReader
 from .s3_client import NOT_FOUND, S3Client, parse_url
 from .stream import PositionalStream
 
-_ANGLES = re.compile(r"(\d{3})_(\d{3})\.[A-Za-z0-9]+")
 MIB = 1024 * 1024
 
 
@@ -144,15 +142,8 @@ class S3Storage:
         cached = self._listings.get(head)
         if cached is not None and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
-        members = []
-        for key, _ in self.client.list_keys(self.bucket, head, limit=10_000):
-            rest = key[len(head) :]
-            angles = _ANGLES.fullmatch(rest)
-            if angles is None or (self.suffix and not key.endswith(self.suffix)):
-                continue
-            member = relative + pattern + rest[: len(rest) - len(self.suffix)]
-            members.append((int(angles.group(1)), int(angles.group(2)), member))
-        members.sort()
+        keys = self.client.list_keys(self.bucket, head, limit=10_000)
+        members = sequence_members((key[len(head) :] for key in keys), relative, pattern, self.suffix)
         if len(self._listings) >= self.MAX_REMEMBERED:
             self._listings.clear()
         self._listings[head] = (time.monotonic(), members)
@@ -179,7 +170,7 @@ class S3Storage:
 
     def list_names(self) -> Iterator[str]:
         """The keys under the prefix, without it (one LIST request per 1000 keys)."""
-        for key, _ in self.client.list_keys(self.bucket, self.prefix, MAX_LISTED):
+        for key in self.client.list_keys(self.bucket, self.prefix, MAX_LISTED):
             yield key[len(self.prefix) :]
 
     def clear(self) -> None:

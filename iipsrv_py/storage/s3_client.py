@@ -145,14 +145,14 @@ class S3Client:
         except Exception as exc:
             raise translate(exc, what) from exc
 
-    def list_keys(self, bucket: str, prefix: str, limit: int = 100_000) -> Iterator[tuple[str, int]]:
-        """``(key, size)`` of the objects whose keys start with ``prefix``, at most ``limit``."""
+    def list_keys(self, bucket: str, prefix: str, limit: int) -> Iterator[str]:
+        """The keys of the objects whose keys start with ``prefix``, at most ``limit``."""
         paginator = self.client.get_paginator("list_objects_v2")
         count = 0
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", ()):
-                    yield str(item["Key"]), int(item.get("Size", 0))
+                    yield str(item["Key"])
                     count += 1
                     if count >= limit:
                         return

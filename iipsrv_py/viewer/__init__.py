@@ -19,13 +19,15 @@ import sys
 from collections.abc import Mapping
 from urllib.parse import quote
 
+from ..protocols.rest import ASSETS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC = os.path.join(HERE, "static")
 LOCK = os.path.join(HERE, "npm-lock.json")
 # Where the viewer's files are served from: /view/_assets/<file> for ours, and
 # /view/_assets/npm/<package>/<path> for the npm packages in VIEWER_ASSETS.  A slide whose id
 # starts with "_assets/" cannot be viewed (its API routes still work).
-ASSETS_PATH = "/view/_assets/"
+ASSETS_PATH = ASSETS
 OPENSEADRAGON = "npm/openseadragon/build/openseadragon/"
 
 

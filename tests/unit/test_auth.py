@@ -74,6 +74,16 @@ def test_known_answer_vectors():
     assert auth.viewer_token(SECRET, "a/b.svs", 1700000000) == hmac_hex(SECRET, "viewer:a/b.svs:1700000000")
 
 
+def test_literal_digests_computed_outside_python():
+    # `printf '%s' MESSAGE | openssl dgst -sha256 -hmac test-secret`: no Python on either side.
+    assert auth.signature(SECRET, PATH, "max_size=256&exp=1700000000") == (
+        "1faafc9a7c5775f42b0279c0bbd2ba14b070a0fd76f8cbab305c1f2f27479443"
+    )
+    assert auth.viewer_token(SECRET, "a/b.svs", 1700000000) == (
+        "844fc49496c2bceaccde54f9c592282b90ccd6b33ab212e39b67efc39f0b4462"
+    )
+
+
 # -- authorize ----------------------------------------------------------------------------------
 
 

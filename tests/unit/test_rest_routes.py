@@ -180,7 +180,9 @@ def test_any_claimed_path_gives_a_route_or_a_client_error(tail: str, query: str)
             route = rest.parse(head + tail, query)
         except (BadRequest, NotFound):
             continue
-        assert route.slide_id is None or isinstance(route.slide_id, str)
+        # A route about a slide names a non-empty one; the others (a list, an asset) name none.
+        assert (route.slide_id is None) == isinstance(route, rest.SlideList | rest.Asset), route
+        assert route.slide_id is None or route.slide_id != ""
 
 
 def test_command_line_root_sets_the_prefix() -> None:

@@ -101,7 +101,7 @@ def test_missing_ranges_coalesce_adjacent_blocks_only():
 def test_split_range_joins_a_partial_block():
     size = 4 * B
     held = {1: Held(512, OBJECT[B + 512 : 2 * B])}
-    out = split_range(B - 100 + 100, OBJECT[B : B + 512], B, size, held)
+    out = split_range(B, OBJECT[B : B + 512], B, size, held)
     assert out == {1: Held(0, OBJECT[B : 2 * B])}
 
 
@@ -157,15 +157,20 @@ def test_the_cache_is_bounded_in_bytes_and_keyed_by_identity():
     assert other.read(7 * B, 10) == bytes(10)  # another identity never reads these blocks
 
 
+def run_all(threads: list[threading.Thread]) -> None:
+    """Start every thread, then wait for each (10 s at most)."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+
 def test_threads_missing_the_same_block_fetch_it_once():
     store = Store(delay=0.2)
     r = reader(store)
     results: list[bytes] = []
     threads = [threading.Thread(target=lambda: results.append(r.read(4 * B + 1, 2 * B))) for _ in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    run_all(threads)
     assert results == [OBJECT[4 * B + 1 : 6 * B + 1]] * 32
     assert store.fetched == [(4 * B, 7 * B)]
 
@@ -183,10 +188,7 @@ def test_a_failed_fetch_fails_its_waiters_with_the_storage_error_and_the_next_re
             errors.append(exc)
 
     threads = [threading.Thread(target=read) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    run_all(threads)
     assert len(errors) == 8 and all(e.status == 502 for e in errors)
     assert len(store.fetched) == 1
     store.fail = False
@@ -219,10 +221,7 @@ def test_processes_missing_the_same_block_fetch_it_once_through_the_shared_lock(
     threads = [
         threading.Thread(target=lambda r=r: results.append(r.read(6 * B + 5, 100))) for r in readers for _ in range(16)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    run_all(threads)
     assert results == [OBJECT[6 * B + 5 : 6 * B + 105]] * 32
     assert store.fetched == [(6 * B, 7 * B)]
 
