@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from . import SERVER_SOFTWARE, __version__
+from . import SERVER_SOFTWARE, __version__, deadline, metrics
 from .auth import authorize, strip_auth_params
 from .cache.keys import etag
 from .cache.memcached import shared_cache
@@ -34,7 +34,18 @@ from .cache.shared import SharedCache
 from .cache.shared_responses import SharedResponses
 from .cache.store import WorkerCache
 from .catalog import Catalog
-from .errors import IIPError, MethodNotAllowed, ServerError, SignatureError, TooLarge, rest_body, status_line
+from .errors import (
+    BadRequest,
+    IIPError,
+    MethodNotAllowed,
+    NotFound,
+    RequestTooLong,
+    ServerError,
+    SignatureError,
+    TooLarge,
+    rest_body,
+    status_line,
+)
 from .handlers import deepzoom, iiif, iip, slides, zoomify
 from .handlers.context import ClientRequest, RequestContext
 from .pipeline import Pipeline
@@ -116,6 +127,12 @@ class Application:
             else []
         )
         self._caches_dirty = False
+        # What the request being answered turned out to be, for its metrics: a protocol's
+        # name once routed, "REST", "metrics", or "other" (the banner, OPTIONS, refusals before
+        # any routing).
+        self._protocol = "other"
+        if settings.metrics and not metrics.enabled():
+            metrics.enable_in_process()  # not started by the command line: count here alone
 
     # -- caches -------------------------------------------------------------------------------
 
@@ -140,6 +157,8 @@ class Application:
         # shortcut hit would not: they always take the normal path.
         text = None if rest_protocol.claims(_request_path(environ)) else request_text(environ)
         self.catalog.begin_request()
+        self._protocol = "other"
+        deadline.start(self.settings.request_timeout)
         try:
             response = self._dispatch(method, environ, text)
         except ServerError as exc:
@@ -147,9 +166,13 @@ class Application:
         except Exception as exc:
             log.exception("unhandled error for %s", _describe(environ))
             response = self._error(ServerError(log_detail=repr(exc)), environ, logged=True)
+        finally:
+            deadline.finish()
         status, headers, body = self._finish(response, method, text)
         start_response(status, headers)
-        self._log(method, environ, response.status, len(body), started, response.layer)
+        sent = 0 if method == "HEAD" else len(body)
+        self._log(method, environ, response.status, sent, started, response.layer, self._protocol)
+        metrics.observe_request(self._protocol, response.status, sent, time.perf_counter() - started)
         return [b""] if method == "HEAD" else [body]
 
     def _shortcut(self, text: tuple[str, ...]) -> CachedResponse | None:
@@ -157,6 +180,7 @@ class Application:
         shortcut = self.responses.shortcut(text)
         if shortcut is None or not self.catalog.still_current(shortcut.sources):
             return None
+        self._protocol = shortcut.protocol
         return self.responses.get(shortcut.key)
 
     def _finish(
@@ -172,20 +196,25 @@ class Application:
                 self.responses.put(response.key, cached)
                 self.shared_responses.put(response.key, cached)
         if text is not None and response.status == 200 and response.key and len(self.catalog.opened) == 1:
-            self.responses.remember_shortcut(text, Shortcut(response.key, tuple(self.catalog.opened)))
+            self.responses.remember_shortcut(text, Shortcut(response.key, tuple(self.catalog.opened), self._protocol))
         if response.live_headers:
             return cached.status, cached.headers + response.live_headers, cached.body
         return cached.status, cached.headers, cached.body
 
     @staticmethod
-    def _log(method: str, environ: dict[str, Any], status: int, size: int, started: float, layer: str) -> None:
-        """The access line (VERBOSITY >= 2).  It ends with what answered a successful request:
-        ``shortcut`` (the request-text shortcut), ``worker`` (this worker's response cache),
-        ``memcached`` or ``rendered``; errors name none."""
+    def _log(
+        method: str, environ: dict[str, Any], status: int, size: int, started: float, layer: str, protocol: str
+    ) -> None:
+        """The access line (VERBOSITY >= 2): method, request, protocol, status, body bytes,
+        milliseconds, and what answered a successful request: ``shortcut`` (the request-text
+        shortcut), ``worker`` (this worker's response cache), ``memcached`` or ``rendered``;
+        errors name none."""
         if log.isEnabledFor(logging.INFO):
             elapsed = (time.perf_counter() - started) * 1000
             answered = f" {layer}" if layer and status < 400 else ""
-            log.info("%s %s -> %d %dB %.1fms%s", method, _describe(environ), status, size, elapsed, answered)
+            log.info(
+                "%s %s %s -> %d %dB %.1fms%s", method, _describe(environ), protocol, status, size, elapsed, answered
+            )
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -200,12 +229,21 @@ class Application:
                 405, b"method not allowed\n", headers=[("Allow", ALLOWED_METHODS)], cache_control="no-cache"
             )
         query = environ.get("QUERY_STRING", "")
+        if len(query) + len(path) > self.settings.max_request_length:
+            raise RequestTooLong("request too long", f"{len(query) + len(path)} > MAX_REQUEST_LENGTH")
         if not query and method == "POST":
             query = self._read_form(environ)
+        if len(query) > self.settings.max_parameter_length:
+            _check_parameters(query, self.settings.max_parameter_length)
+        if path == metrics.PATH:
+            # Like /health, never signed: scrapers cannot sign.  The web server decides who may
+            # read it (conf/nginx allows loopback only).
+            return self._metrics()
         # The REST route, parsed once; a malformed one answers after the signature check.
         rest_route: rest_protocol.RestRoute | None = None
         rest_error: ServerError | None = None
         if rest_protocol.claims(path):
+            self._protocol = "REST"
             try:
                 rest_route = rest_protocol.parse(path, query)
             except ServerError as exc:
@@ -253,24 +291,31 @@ class Application:
         no IIP command and no part of a cache key, whether auth is on or off.  ``rest_route``: the
         REST route of ``path`` when the caller has parsed it already.
         """
+        # The protocol is noted as soon as it is known, so that a request refused while it is
+        # parsed is counted under it.
         if rest_route is not None or rest_protocol.claims(path):
+            self._protocol = "REST"
             return Route("REST", query, root, rest=rest_route or rest_protocol.parse(path, query))
         if path == "/" and not strip_auth_params(query):
             # The site root with no request: the slide list, linking each slide to its viewer
             # (other paths with an empty query keep iipsrv's banner page).
+            self._protocol = "REST"
             return Route("REST", query, root, rest=rest_protocol.index(query))
         for prefix, protocol in self.settings.uri_map:
             head = f"/{prefix}/"
             if path.startswith(head) or path == head[:-1]:
                 if protocol != "IIP":
+                    self._protocol = protocol
                     return Route(protocol, path[len(head) :], root + head[:-1])
                 break  # an IIP prefix: the query is the request, as at any other path
         query = strip_auth_params(query)
         if not query:
             return None
+        self._protocol = "IIP"
         request = iip_protocol.parse(query)
         command = request.protocol_command
         if command is not None:
+            self._protocol = command.protocol
             return Route(command.protocol, command.path, f"{root}{path}?{command.name}=")
         return Route("IIP", query, root + path, request)
 
@@ -286,6 +331,12 @@ class Application:
             return ""
         body: bytes = environ["wsgi.input"].read(length)
         return body.decode("latin-1").strip()
+
+    def _metrics(self) -> Response:
+        if not self.settings.metrics:
+            raise NotFound("not found", "/metrics with METRICS=0")
+        self._protocol = "metrics"
+        return Response(200, metrics.exposition(), metrics.CONTENT_TYPE, cache_control="no-store")
 
     @staticmethod
     def _banner() -> Response:
@@ -335,6 +386,15 @@ class Application:
         headers.extend(self._cors)
         headers.extend(response.headers)
         return headers
+
+
+def _check_parameters(query: str, limit: int) -> None:
+    """400 for a request string with one parameter longer than MAX_PARAMETER_LENGTH (a long
+    request of many short parameters is MAX_REQUEST_LENGTH's to judge)."""
+    for token in query.split("&"):
+        if len(token) > limit:
+            name = token.split("=", 1)[0][:20]
+            raise BadRequest("request parameter too long", f"{name}: {len(token)} > MAX_PARAMETER_LENGTH")
 
 
 def _request_path(environ: dict[str, Any]) -> str:

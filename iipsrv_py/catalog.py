@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from . import metrics
 from .cache.lru import LRUCache
 from .cache.store import WorkerCache
 from .errors import NotFound
@@ -73,8 +74,10 @@ class Catalog:
         source = self._images.get(location)
         if source is not None:
             if source.identity == identity:
+                metrics.lookup("metadata", True)
                 return source
             log.info("image changed on storage, reopening: %s", location)
+        metrics.lookup("metadata", False)
         source = open_source(self.storage.open(location, identity), self.cache)
         self._images.put(location, source)
         return source

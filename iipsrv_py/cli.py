@@ -12,9 +12,9 @@ import os
 import resource
 import sys
 
-from . import __version__
+from . import __version__, metrics
 from . import log as logsetup
-from .settings import Settings, SettingsError, from_environ, with_root
+from .settings import Settings, SettingsError, from_environ, summary, with_root
 
 log = logging.getLogger("iipsrv_py")
 
@@ -126,14 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workers = args.workers or settings.worker_count
 
+    log.warning("effective settings: %s", summary(settings))
     if args.debug:
         failures = server.run_debug(make_app(), sys.stdin)  # type: ignore[arg-type]
         return 1 if failures else 0
+    # Before any worker forks, and before anything imports prometheus_client.
+    metrics.setup(settings)
 
     http_bind = args.http or (settings.http_bind if not args.bind else "")
     if http_bind:
         log.warning("iipsrv-py %s serving HTTP on %s with %d workers", __version__, http_bind, workers)
-        server.serve_http(http_bind, workers, make_app, settings.verbosity)
+        server.serve_http(http_bind, workers, make_app, settings.verbosity, settings.request_timeout)
         return 0
 
     if args.bind:
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         # The process manager decides how many of us run: one worker each unless told.
         workers = args.workers or settings.workers or 1
         log.warning("iipsrv-py %s serving FastCGI on the inherited socket", __version__)
-    server.serve_fastcgi(sock, workers, make_app, args.engine, WarmUp(Application, settings))
+    server.serve_fastcgi(sock, workers, make_app, args.engine, WarmUp(Application, settings), settings.request_timeout)
     return 0
 
 

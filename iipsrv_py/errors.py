@@ -22,6 +22,7 @@ STATUS_TEXT: dict[int, str] = {
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",
+    414: "URI Too Long",
     415: "Unsupported Media Type",
     500: "Internal Server Error",
     501: "Not Implemented",
@@ -80,6 +81,13 @@ class TooLarge(ServerError):
     status = 413
 
 
+class RequestTooLong(ServerError):
+    """A request string longer than MAX_REQUEST_LENGTH (nginx refuses a request line over its
+    header buffers with the same status)."""
+
+    status = 414
+
+
 class UnsupportedImage(ServerError):
     """The file exists but is not an image this server can read."""
 
@@ -97,6 +105,12 @@ class StorageUnavailable(ServerError):
 
 
 class StorageBusy(ServerError):
+    status = 503
+
+
+class RequestTimeout(ServerError):
+    """The request ran past REQUEST_TIMEOUT: it fails alone, the worker goes on."""
+
     status = 503
 
 
@@ -179,6 +193,8 @@ REST_CODES: tuple[tuple[type[ServerError], str], ...] = (
     (NotFound, "not_found"),
     (MethodNotAllowed, "method_not_allowed"),
     (TooLarge, "too_large"),
+    (RequestTooLong, "uri_too_long"),
+    (RequestTimeout, "timeout"),
     (UnsupportedImage, "unsupported_format"),
     (ImageDecodeError, "decode_error"),
     (StorageUnavailable, "connection_error"),

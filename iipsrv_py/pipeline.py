@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import encoders
+from . import deadline, encoders, metrics
 from .cache.store import WorkerCache
 from .encoders.metadata import OutputMetadata, output_metadata
 from .model import ImageInfo, Ops
@@ -64,8 +64,10 @@ class Pipeline:
             pixels = float_stage(self.region(source, plan, native=True), source.info, plan.ops)
         else:
             pixels = self.region(source, plan)
+        deadline.check()
         pixels = resize(pixels, plan.out_width, plan.out_height, self.settings.interpolation)
         pixels = self._process(pixels, plan, encoder.alpha)
+        deadline.check()
         if self.watermark.active:
             pixels = self.watermark.apply(pixels, self._seed(source, plan), self._block(source, plan))
         return encoder.encode(pixels, plan.quality, self.settings, self.metadata(source, plan))
@@ -134,7 +136,10 @@ class Pipeline:
         key = ("raw" if native else "px", source.identity.token, level, col, row)
         pixels = self.cache.get(key)
         if isinstance(pixels, np.ndarray):
+            metrics.lookup("pixels", True)
             return pixels
+        metrics.lookup("pixels", False)
+        deadline.check()  # before each decode: a request past REQUEST_TIMEOUT stops here
         fresh = source.read_samples(level, col, row) if native else source.read_tile(level, col, row)
         if fresh.base is not None and fresh.base.nbytes > fresh.nbytes:
             # A cropped edge tile: keep only the pixels, not the padded buffer behind them.

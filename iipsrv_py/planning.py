@@ -23,9 +23,8 @@ from .errors import BadRequest, NotFound, TooLarge
 from .model import ImageInfo, Level, Ops, Quality
 from .settings import Settings
 
-# Never decode more than this many pixels for one response: a region that large can only
-# come from a pyramid with missing levels and would exhaust a worker's memory.
-MAX_REGION_PIXELS = 1 << 28
+# Never decode more than MAX_DECODED_PIXELS (settings) for one response: a region that large
+# can only come from a pyramid with missing levels and would exhaust a worker's memory.
 # Nor produce more, whatever MAX_CVT says (it may be -1, "no limit").
 MAX_OUTPUT_PIXELS = 1 << 28
 # Client numbers beyond this are "larger than any image" before any arithmetic is done with
@@ -190,7 +189,7 @@ def plan(request: ViewRequest, info: ImageInfo, settings: Settings) -> ImagePlan
             (col, row),
             view=False,
         )
-    index, rect = _read_rect(info, region, out_w, out_h, scale)
+    index, rect = _read_rect(info, region, out_w, out_h, scale, settings.max_decoded_pixels)
     # A protocol's tile (DeepZoom, Zoomify) is a tile even where no stored one matches it.
     return _plan(request, info, settings, index, rect, (out_w, out_h), region, None, view=scale is None)
 
@@ -378,8 +377,10 @@ def _read_rect(
     out_w: int,
     out_h: int,
     scale: tuple[float, float] | None,
+    max_pixels: int,
 ) -> tuple[int, tuple[int, int, int, int]]:
-    """The level to read and the rectangle of it that holds the region."""
+    """The level to read and the rectangle of it that holds the region, at most ``max_pixels``
+    (MAX_DECODED_PIXELS) large."""
     fx, fy, fw, fh = region
     index = choose_level(info, fw, fh, out_w, out_h)
     level = info.levels[index]
@@ -388,13 +389,13 @@ def _read_rect(
         # The level has the output's own scale: read exactly the output's pixels, at the
         # nearest whole-pixel position, rather than one more column and row to resample.
         rect = _snapped_rect(level, fx, fy, out_w, out_h, _client_factors(level, info, scale))
-    while rect[2] * rect[3] > MAX_REGION_PIXELS and index + 1 < len(info.levels):
+    while rect[2] * rect[3] > max_pixels and index + 1 < len(info.levels):
         # Too many pixels to decode at the level that would suffice: upscale a little from
         # the next smaller one rather than refuse (it is only ever short by a few pixels
-        # when the output itself is within MAX_CVT).
+        # when the output itself is within MAX_CVT and the limit).
         index += 1
         rect = _level_rect(info.levels[index], fx, fy, fw, fh)
-    if rect[2] * rect[3] > MAX_REGION_PIXELS:
+    if rect[2] * rect[3] > max_pixels:
         raise TooLarge(
             "request needs too many pixels from this image",
             f"{rect[2]}x{rect[3]} pixels at level {index} for a {out_w}x{out_h} output",

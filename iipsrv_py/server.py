@@ -20,6 +20,7 @@ import ctypes
 import errno
 import io
 import logging
+import math
 import os
 import select
 import signal
@@ -33,7 +34,7 @@ from typing import Any, NoReturn
 
 from flup.server.fcgi_base import BaseFCGIServer, Connection
 
-from . import SERVER_SOFTWARE
+from . import SERVER_SOFTWARE, deadline, metrics
 from .fastcgi import SHED_AFTER, Responder
 from .warmup import WarmUp
 
@@ -160,6 +161,9 @@ class Worker:
                 self._run_flup()
         except SystemExit:
             pass
+        finally:
+            with contextlib.suppress(Exception):
+                metrics.flush()  # the counts of this worker's last second
 
     def _run_flup(self) -> None:
         fcgi = _FastCGI(self.app)
@@ -201,30 +205,41 @@ class Pool:
         app_factory: AppFactory,
         engine: str = "native",
         warm_up: WarmUp | None = None,
+        request_timeout: float = 0.0,
     ) -> None:
         self.sock = sock
         self.engine = engine
         self.warm_up = warm_up
         self.size = max(1, workers)
         self.app_factory = app_factory
+        self.request_timeout = request_timeout
+        # Each worker's slot in the board where it publishes when its request started.
+        self.board = deadline.Board(self.size)
+        self.slots: dict[int, int] = {}  # pid -> slot
         self.children: set[int] = set()
         self.stopping = False
         self.hup_pending = False
+        self.killed: set[int] = set()  # workers this supervisor killed for running too long
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)  # the loop also wakes on its own, to look for stuck workers
 
     def _spawn(self) -> None:
         # The supervisor's signals are blocked across fork(): otherwise a signal reaching the
         # new child before it has reset its handlers runs the supervisor's handler in the child
         # (on its copy of the pool), and a SIGTERM is lost, leaving a worker that ignores it.
+        slot = min(set(range(self.size)) - set(self.slots.values()))
+        self.board.clear(slot)
         signal.pthread_sigmask(signal.SIG_BLOCK, POOL_SIGNALS)
         try:
             pid = os.fork()
             if pid == 0:
+                self.board.attach(slot)
                 self._child()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, POOL_SIGNALS)
         self.children.add(pid)
+        self.slots[pid] = slot
 
     def _child(self) -> NoReturn:
         code = 0
@@ -282,9 +297,13 @@ class Pool:
                 break
             if pid in self.children:
                 self.children.discard(pid)
+                self.slots.pop(pid, None)
                 gone.append(pid)
                 if not self.stopping:
                     log.warning("worker %d exited (status %d); starting a new one", pid, status)
+                    if pid not in self.killed:
+                        metrics.count_now("iipsrv_worker_restarts", ("exited",))
+                self.killed.discard(pid)
         return gone
 
     def run(self) -> None:
@@ -304,10 +323,32 @@ class Pool:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
                 self._forward_hup()
+                self._kill_stuck()
                 if self._reap() and not self.stopping:
                     time.sleep(RESPAWN_PAUSE)
         finally:
             self._stop_children()
+
+    def _kill_stuck(self) -> None:
+        """SIGKILL a worker whose request has run past the hard limit (see deadline.py); the
+        loop starts another.  Its own request fails; nothing else is lost."""
+        if self.request_timeout <= 0:
+            return
+        limit = deadline.hard_limit(self.request_timeout)
+        now = time.monotonic()
+        for pid, slot in list(self.slots.items()):
+            running = self.board.running_for(slot, now)
+            if running > limit and pid not in self.killed:
+                log.error(
+                    "worker %d has been in one request for %.1fs (REQUEST_TIMEOUT=%gs); killing it",
+                    pid,
+                    running,
+                    self.request_timeout,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self.killed.add(pid)
+                metrics.count_now("iipsrv_worker_restarts", ("timeout",))
 
     def _stop_children(self) -> None:
         for pid in list(self.children):
@@ -336,12 +377,13 @@ def serve_fastcgi(
     app_factory: AppFactory,
     engine: str = "native",
     warm_up: WarmUp | None = None,
+    request_timeout: float = 0.0,
 ) -> None:
     unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
     if warm_up is not None:
         warm_up.before_fork()
     try:
-        Pool(sock, workers, app_factory, engine, warm_up).run()
+        Pool(sock, workers, app_factory, engine, warm_up, request_timeout).run()
     finally:
         if warm_up is not None:
             warm_up.clean_up()
@@ -366,7 +408,7 @@ def _without_server_header(app: Any) -> Any:
     return wrapped
 
 
-def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int) -> None:
+def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int, request_timeout: float = 0.0) -> None:
     """The same application over HTTP, served by gunicorn's pre-fork sync workers."""
     import gunicorn.http.wsgi
     from gunicorn.app.base import BaseApplication
@@ -381,7 +423,9 @@ def serve_http(bind: str, workers: int, app_factory: AppFactory, verbosity: int)
         "bind": bind,
         "workers": max(1, workers),
         "worker_class": "sync",
-        "timeout": 120,
+        # gunicorn's own watchdog replaces a worker stuck in a request, as the FastCGI pool's
+        # supervisor does (0: never).
+        "timeout": math.ceil(deadline.hard_limit(request_timeout)) if request_timeout > 0 else 0,
         "graceful_timeout": int(STOP_GRACE),
         "loglevel": "warning" if verbosity <= 1 else "info",
         "accesslog": None,

@@ -85,6 +85,18 @@ class Settings:
     # The viewer's npm packages (OpenSeadragon), unpacked by scripts/fetch_npm.py; "" means the
     # default, <python prefix>/share/iipsrv_py/node_modules (viewer.default_assets_dir).
     viewer_assets: str = ""
+    # Observability: /metrics, counted across the workers through files in one directory
+    # ("" = a private temporary directory per pool).
+    metrics: bool = True
+    metrics_dir: str = ""
+    # Limits that protect the host.  Decoded pixels per request (a request that needs more
+    # decodes a smaller level or is refused with 413); the request string's length (414) and one
+    # parameter's (400); seconds a request may run (503 past it; a worker stuck in a decoder
+    # past it plus a grace is replaced; 0 = no limit).
+    max_decoded_pixels: int = 1 << 28
+    max_request_length: int = 8192
+    max_parameter_length: int = 4096
+    request_timeout: float = 30.0
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -109,6 +121,11 @@ class Settings:
             "s3_retries",
             "auth_secret",  # decides who is served, never what: signed and open renders are alike
             "viewer_assets",
+            "metrics",
+            "metrics_dir",
+            "max_request_length",
+            "max_parameter_length",
+            "request_timeout",
         ):
             fields.pop(name)
         return hashlib.blake2b(repr(sorted(fields.items())).encode(), digest_size=6).hexdigest()
@@ -347,8 +364,34 @@ def from_environ(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         memcached_retry_interval=r.real("MEMCACHED_RETRY_INTERVAL", 10.0, 0.0, 3600.0),
         auth_secret=read_auth_secret(env),
         viewer_assets=r.string("VIEWER_ASSETS", "").strip(),
+        metrics=r.flag("METRICS", True),
+        # Prometheus' own variable names the same directory when METRICS_DIR does not.
+        metrics_dir=(r.string("METRICS_DIR", "") or r.string("PROMETHEUS_MULTIPROC_DIR", "")).strip(),
+        max_decoded_pixels=r.integer("MAX_DECODED_PIXELS", 1 << 28, 1 << 16, 1 << 40),
+        max_request_length=r.integer("MAX_REQUEST_LENGTH", 8192, 256, 1 << 20),
+        max_parameter_length=r.integer("MAX_PARAMETER_LENGTH", 4096, 64, 1 << 20),
+        request_timeout=r.real("REQUEST_TIMEOUT", 30.0, 0.0, 86400.0),
     )
     return settings, r.warnings
+
+
+# Settings whose values no log line may show.
+SECRET_FIELDS = frozenset({"auth_secret"})
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def summary(settings: Settings) -> str:
+    """Every effective setting as ``name=value``, for the start-up log: secrets only say
+    whether they are set, and credentials written into a URL are masked."""
+    parts = []
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.name in SECRET_FIELDS:
+            shown = "(set)" if value else "(unset)"
+        else:
+            shown = _URL_CREDENTIALS.sub("***@", repr(value))
+        parts.append(f"{field.name}={shown}")
+    return " ".join(parts)
 
 
 def with_root(settings: Settings, root: str | None) -> Settings:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from . import metrics
 from .fastcgi import Responder
 from .settings import Settings
 
@@ -64,10 +65,12 @@ def _write_sample(directory: str) -> None:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """No warnings from the throwaway requests: the deliberate 404 is not worth a log line."""
+    """No warnings from the throwaway requests (the deliberate 404 is not worth a log line),
+    and no metrics: they are no client's."""
     logging.disable(logging.WARNING)
     try:
-        yield
+        with metrics.suspended():
+            yield
     finally:
         logging.disable(logging.NOTSET)
 

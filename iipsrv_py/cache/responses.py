@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .. import metrics
 from ..model import SourceIdentity
 from .store import WorkerCache
 
@@ -39,6 +40,7 @@ class CachedResponse:
 class Shortcut:
     key: str
     sources: tuple[tuple[str, SourceIdentity], ...]  # (identifier, identity) of each image used
+    protocol: str  # what the request was, for its metrics
 
 
 def request_text(environ: dict[str, Any]) -> tuple[str, ...] | None:
@@ -67,14 +69,18 @@ class ResponseCache:
 
     def get(self, key: str) -> CachedResponse | None:
         entry = self.store.get(("resp", key))
-        return entry if isinstance(entry, CachedResponse) else None
+        found = entry if isinstance(entry, CachedResponse) else None
+        metrics.lookup("response", found is not None)
+        return found
 
     def put(self, key: str, response: CachedResponse) -> None:
         self.store.put(("resp", key), response, response.size)
 
     def shortcut(self, text: tuple[str, ...]) -> Shortcut | None:
         entry = self.store.get(text)
-        return entry if isinstance(entry, Shortcut) else None
+        found = entry if isinstance(entry, Shortcut) else None
+        metrics.lookup("shortcut", found is not None)
+        return found
 
     def remember_shortcut(self, text: tuple[str, ...], shortcut: Shortcut) -> None:
         self.store.put(text, shortcut, sum(map(len, text)) + _ENTRY_OVERHEAD)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 
+from .. import metrics
 from .memcached import MAX_VALUE_SIZE
 from .responses import CachedResponse
 from .shared import NO_SHARING, SharedCache
@@ -79,7 +80,9 @@ class SharedResponses:
         data = self.shared.get(NAMESPACE + key)
         response = decode_response(data) if data is not None else None
         # Only 200s are ever stored; anything else under the key is not ours to send.
-        return response if response is not None and response.status.startswith("200 ") else None
+        found = response if response is not None and response.status.startswith("200 ") else None
+        metrics.lookup("memcached", found is not None)
+        return found
 
     def put(self, key: str, response: CachedResponse) -> None:
         if not self.enabled or not response.status.startswith("200 ") or len(response.body) > MAX_VALUE_SIZE:

@@ -29,6 +29,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from .. import metrics
+
 PIECES = 8  # a structure read's block is needed from a piece boundary: block_size / PIECES
 
 
@@ -126,7 +128,8 @@ class BlockCache:
             held = self._blocks.get(key)
             if held is not None:
                 self._blocks.move_to_end(key)
-            return held
+        metrics.lookup("s3", held is not None)
+        return held
 
     def put(self, key: tuple[str, int], held: Held) -> None:
         size = len(held.data)

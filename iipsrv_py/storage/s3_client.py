@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .. import metrics
 from ..errors import NotFound, ServerError, StorageBusy, StorageTimeout, StorageUnavailable
 from ..settings import Settings
 
@@ -121,6 +122,7 @@ class S3Client:
 
     def head(self, bucket: str, key: str) -> Head:
         try:
+            metrics.count("iipsrv_s3_requests", ("HEAD",))
             answer = self.client.head_object(Bucket=bucket, Key=key)
         except Exception as exc:
             raise translate(exc, f"HEAD s3://{bucket}/{key}") from exc
@@ -136,10 +138,13 @@ class S3Client:
         object answers 412 instead of mixing bytes of two versions)."""
         what = f"GET s3://{bucket}/{key} bytes={start}-{end - 1}"
         try:
+            metrics.count("iipsrv_s3_requests", ("GET",))
             answer = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", IfMatch=etag)
             body = answer["Body"]
             try:
-                return bytes(body.read())
+                data = bytes(body.read())
+                metrics.count("iipsrv_s3_received_bytes", (), len(data))
+                return data
             finally:
                 body.close()
         except Exception as exc:
@@ -151,6 +156,7 @@ class S3Client:
         count = 0
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                metrics.count("iipsrv_s3_requests", ("LIST",))
                 for item in page.get("Contents", ()):
                     yield str(item["Key"])
                     count += 1

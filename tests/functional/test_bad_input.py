@@ -153,9 +153,14 @@ def test_suffix_is_appended(jail):
     assert_safe_error(helpers.call(app, "FIF=../outside&OBJ=Max-size"), 404, str(jail))
 
 
-def test_very_long_identifier_is_404(app):
-    assert_safe_error(helpers.call(app, "FIF=" + "a" * 5000 + "&OBJ=Max-size"), 404)
-    assert_safe_error(helpers.call(app, "FIF=" + "a/" * 3000 + "x.tif&OBJ=Max-size"), 404)
+def test_very_long_identifier_is_refused_by_the_parameter_limit_or_404(app):
+    # Past MAX_PARAMETER_LENGTH (4096 by default): 400 before any storage is asked.
+    assert_safe_error(helpers.call(app, "FIF=" + "a" * 5000 + "&OBJ=Max-size"), 400)
+    assert_safe_error(helpers.call(app, "FIF=" + "a/" * 3000 + "x.tif&OBJ=Max-size"), 400)
+    # With the limits raised, storage answers: no such image.
+    roomy = helpers.make_app(MAX_PARAMETER_LENGTH="20000", MAX_REQUEST_LENGTH="20000")
+    assert_safe_error(helpers.call(roomy, "FIF=" + "a" * 5000 + "&OBJ=Max-size"), 404)
+    assert_safe_error(helpers.call(roomy, "FIF=" + "a/" * 3000 + "x.tif&OBJ=Max-size"), 404)
 
 
 # -- commands and arguments -------------------------------------------------------------------

@@ -124,15 +124,22 @@ def unused_port() -> int:
     return servers.free_port()
 
 
-def fastcgi_get(address: tuple[str, int], query: str, timeout: float = 10.0) -> fcgi_client.Response:
-    """``GET /fcgi-bin/iipsrv.fcgi?<query>`` to a pool over FastCGI, on a connection of its own."""
+def fastcgi_get(address: tuple[str, int], query: str, timeout: float = 10.0, path: str = "") -> fcgi_client.Response:
+    """``GET /fcgi-bin/iipsrv.fcgi?<query>`` (or ``path``) to a pool over FastCGI, on a
+    connection of its own."""
+    params = fcgi_client.get_params(query)
+    if path:
+        params.update(REQUEST_URI=path + (f"?{query}" if query else ""), SCRIPT_NAME="", PATH_INFO=path)
     with socket.create_connection(address, timeout=timeout) as sock:
-        sock.sendall(fcgi_client.get(1, query, keep=False))
+        sock.sendall(fcgi_client.request(1, params, keep=False))
         return fcgi_client.read_response(sock, 1)
 
 
-# The access line of app._log: "GET <uri> -> <status> <size>B <ms>ms[ <layer>]".
-_ACCESS = re.compile(r" INFO (?:GET|HEAD|POST) (?P<uri>\S+) -> (?P<status>\d{3}) \d+B [0-9.]+ms(?: (?P<layer>\w+))?$")
+# The access line of app._log: "GET <uri> <protocol> -> <status> <size>B <ms>ms[ <layer>]".
+ACCESS_LINE = re.compile(
+    r" INFO (?P<method>GET|HEAD|POST) (?P<uri>\S+) (?P<protocol>\w+) -> (?P<status>\d{3}) (?P<bytes>\d+)B"
+    r" (?P<ms>[0-9.]+)ms(?: (?P<layer>\w+))?$"
+)
 
 
 def layers(log: str, query: str) -> list[str]:
@@ -140,7 +147,7 @@ def layers(log: str, query: str) -> list[str]:
     uri = "/fcgi-bin/iipsrv.fcgi?" + query
     found = []
     for line in log.splitlines():
-        match = _ACCESS.search(line)
+        match = ACCESS_LINE.search(line)
         if match and match["uri"] == uri:
             found.append(match["layer"] or "")
     return found

@@ -20,7 +20,6 @@ from iipsrv_py.handlers import deepzoom, iiif, iiif_info, iip, zoomify
 from iipsrv_py.model import ImageInfo, Level
 from iipsrv_py.planning import (
     MAX_OUTPUT_PIXELS,
-    MAX_REGION_PIXELS,
     ImagePlan,
     Region,
     Size,
@@ -373,7 +372,7 @@ def test_every_protocol_plans_within_limits_from_the_smallest_sufficient_level(
     slack_w, slack_h = min(1.0, p.out_width / 8), min(1.0, p.out_height / 8)
     pw, ph = _pixels_for(p, info, p.level)
     big_enough = pw >= p.out_width - slack_w - 1e-6 and ph >= p.out_height - slack_h - 1e-6
-    too_many = p.level + 1 < len(info.levels) and _level_rect_pixels(p, info, p.level - 1) > MAX_REGION_PIXELS
+    too_many = p.level + 1 < len(info.levels) and _level_rect_pixels(p, info, p.level - 1) > config.max_decoded_pixels
     assert big_enough or p.level == 0 or too_many
     if p.level + 1 < len(info.levels) and not too_many:
         nw, nh = _pixels_for(p, info, p.level + 1)
