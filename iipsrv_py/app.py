@@ -223,7 +223,8 @@ class Application:
         if method not in ("GET", "HEAD", "OPTIONS") and rest_protocol.claims(path):
             raise MethodNotAllowed("method not allowed", f"{method[:10]} {path[:200]}")
         if method == "OPTIONS":
-            return Response(204, headers=[("Allow", ALLOWED_METHODS)])
+            allowed = REST_METHODS if rest_protocol.claims(path) else ALLOWED_METHODS  # REST refuses POST
+            return Response(204, headers=[("Allow", allowed)])
         if method not in ("GET", "HEAD", "POST"):
             return Response(
                 405, b"method not allowed\n", headers=[("Allow", ALLOWED_METHODS)], cache_control="no-cache"

@@ -74,6 +74,14 @@ def test_health(app: Any) -> None:
     assert result.header("cache-control") == "no-cache" and result.header("etag") is None
 
 
+def test_options_on_rest_paths_offers_only_what_they_answer(app: Any) -> None:
+    options = helpers.call(app, method="OPTIONS", path="/slides")
+    assert options.status == 204 and options.header("allow") == "GET, HEAD, OPTIONS"
+    # ... and what it leaves out is indeed refused; IIP's path still offers POST.
+    assert helpers.call(app, method="POST", path="/slides").status == 405
+    assert helpers.call(app, method="OPTIONS").header("allow") == "GET, HEAD, POST, OPTIONS"
+
+
 def expected_images(directory: str) -> list[str]:
     found = []
     for parent, _, files in os.walk(directory):
