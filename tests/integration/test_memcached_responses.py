@@ -47,8 +47,13 @@ class AccessLog(logging.Handler):
         self.lines.append(record.getMessage())
 
     def layers(self, query: str, method: str = "GET") -> list[str]:
-        prefix = f"{method} /fcgi-bin/iipsrv.fcgi?{query} -> "
-        return [line.split("ms", 1)[1].strip() for line in self.lines if line.startswith(prefix)]
+        # "<method> <uri> <protocol> -> <status> <bytes>B <ms>ms[ <layer>]"
+        request = f"{method} /fcgi-bin/iipsrv.fcgi?{query}"
+        return [
+            line.split("ms", 1)[1].strip()
+            for line in self.lines
+            if " -> " in line and line.split(" -> ", 1)[0].rsplit(" ", 1)[0] == request
+        ]
 
     def clear(self) -> None:
         self.lines.clear()
