@@ -16,6 +16,7 @@ import requests
 
 from iipsrv_py.app import MAX_POST_BODY
 from tests import fcgi_client as fc
+from tests import helpers
 from tests.integration import servers
 
 pytestmark = pytest.mark.integration
@@ -96,10 +97,7 @@ def test_both_engines_give_the_same_answers(workdir: str) -> None:
 
 @pytest.mark.parametrize("size", [MAX_POST_BODY, MAX_POST_BODY + 1])
 def test_posted_form_limit_is_the_same_for_both(workdir: str, engine: str, size: int) -> None:
-    form = f"FIF={TABLES}&OBJ=Max-size&".encode()
-    # Fillers of 99 characters: each under MAX_PARAMETER_LENGTH, so only the body's size counts.
-    form += (b"x" * 99 + b"&") * (size // 100)
-    form = form[:size].ljust(size, b"x")
+    form = helpers.padded_form(f"FIF={TABLES}&OBJ=Max-size&".encode(), size)
     params = {
         "REQUEST_METHOD": "POST",
         "QUERY_STRING": "",

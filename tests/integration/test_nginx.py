@@ -169,8 +169,8 @@ def test_posted_form_over_the_body_limit_is_413(stack: servers.Stack) -> None:
     over it is refused with the application's own 413 (CORS block included); at it, served."""
     form = f"FIF={TABLES}&OBJ=Max-size&".encode()
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    at_limit = stack.request("POST", data=form + b"x" * (MAX_POST_BODY - len(form)), headers=headers)
-    over = stack.request("POST", data=form + b"x" * (MAX_POST_BODY + 1 - len(form)), headers=headers)
+    at_limit = stack.request("POST", data=helpers.padded_form(form, MAX_POST_BODY), headers=headers)
+    over = stack.request("POST", data=helpers.padded_form(form, MAX_POST_BODY + 1), headers=headers)
 
     assert (at_limit.status_code, at_limit.content) == (200, b"Max-size:3000 2000\r\n")
     assert over.status_code == 413
