@@ -186,9 +186,17 @@ def test_workers_killed_in_turn_under_load(workdir: str, fixtures: str) -> None:
         final = stack.server.workers()
 
         def right(outcome: servers.Outcome) -> bool:
-            if "CVT=jpeg" in outcome.url:
-                return outcome.status == 200 and outcome.body is not None and outcome.body[:2] == b"\xff\xd8"
-            return tile_is(JPEG_TILES if JPEG_TILES in outcome.url else DEFLATE)(outcome)
+            view = re.search(r"WID=(\d+)&CVT", outcome.url)
+            if view is None:
+                return tile_is(JPEG_TILES if JPEG_TILES in outcome.url else DEFLATE)(outcome)
+            if outcome.status != 200 or outcome.body is None:
+                return False
+            width = int(view[1])
+            try:  # the whole 3000 x 2000 image at that width (SPEC section 6)
+                image_check("JPEG", (width, round(width * 2000 / 3000)))(outcome.body)
+            except AssertionError:
+                return False
+            return True
 
         failures = [f"{o.url} -> {o.status} {o.error}" for o in load.outcomes if not right(o)]
         after = [o for o in load.since(replaced) if not right(o)]
