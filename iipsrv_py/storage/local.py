@@ -156,7 +156,14 @@ class LocalStorage:
     def _identity(location: str, st: os.stat_result) -> SourceIdentity:
         if not stat.S_ISREG(st.st_mode):
             raise NotFound(_NOT_FOUND, f"not a regular file: {location}")
-        return SourceIdentity(location, st.st_mtime, st.st_size, f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}")
+        return SourceIdentity(location, st.st_mtime, st.st_size, LocalStorage._version(st))
+
+    @staticmethod
+    def _version(st: os.stat_result) -> str:
+        # The change time too: it moves when the file's mode or owner changes, so that a file
+        # made unreadable (chmod 000, a common takedown) is opened again, and refused, instead
+        # of being served on from the caches and the descriptor a worker already holds.
+        return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
     def unchanged(self, identifier: str, identity: SourceIdentity) -> bool:
         """Whether ``identifier`` still leads, inside the root, to the very file of
@@ -176,6 +183,7 @@ class LocalStorage:
             known[0] == identity.key
             and st.st_mtime == identity.mtime
             and st.st_size == identity.size
+            and identity.version == self._version(st)
             and stat.S_ISREG(st.st_mode)
         )
 

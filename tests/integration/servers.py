@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -114,6 +115,20 @@ def children(pid: int) -> list[int]:
         if stat is not None and stat[1] == pid and stat[0] not in ("Z", "X"):
             found.append(candidate)
     return sorted(found)
+
+
+def zombie_children(pid: int) -> list[int]:
+    """Children of ``pid`` that have exited and were never reaped."""
+    return sorted(p for p in _all_pids() if (stat := _proc_stat(p)) is not None and stat[1] == pid and stat[0] == "Z")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` (VmRSS) in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def group_members(pgid: int) -> list[int]:
@@ -269,10 +284,12 @@ def start_iipsrv(
     workers: int = 2,
     env: dict[str, str] | None = None,
     engine: str = "native",
+    wrapper: list[str] | None = None,
 ) -> IIPServer:
-    """``iipsrv-py --bind ADDR --workers N --engine E``, accepting connections with all its workers."""
+    """``iipsrv-py --bind ADDR --workers N --engine E``, accepting connections with all its workers.
+    ``wrapper``: a program (with its arguments) that execs the server, such as setpriv."""
     text = bind if isinstance(bind, str) else f"{bind[0]}:{bind[1]}"
-    argv = [IIPSRV, "--bind", text, "--workers", str(workers), "--engine", engine]
+    argv = [*(wrapper or []), IIPSRV, "--bind", text, "--workers", str(workers), "--engine", engine]
     server = IIPServer(workdir, argv, bind, env)
     try:
         server.wait_accepting(bind)
@@ -459,12 +476,13 @@ def nginx_stack(
     workers: int = 2,
     env: dict[str, str] | None = None,
     engine: str = "native",
+    wrapper: list[str] | None = None,
 ) -> Iterator[Stack]:
     """iipsrv-py (``--bind``, TCP on a free port unless told) behind a private nginx, which
     keeps FastCGI connections open for the native engine only (see keeps_connections)."""
     helpers.require_binary("nginx")
     with contextlib.ExitStack() as stack:
-        server = start_iipsrv(workdir, bind or ("127.0.0.1", free_port()), workers, env, engine)
+        server = start_iipsrv(workdir, bind or ("127.0.0.1", free_port()), workers, env, engine, wrapper)
         stack.callback(server.stop)
         nginx = Nginx(workdir, server.upstream, keeps_connections(engine))
         stack.callback(nginx.stop)
@@ -549,3 +567,59 @@ class LoadLoop:
         self._stop.set()
         self._thread.join(timeout=HTTP_TIMEOUT[1] + 5)
         assert not self._thread.is_alive(), "the load thread did not stop"
+
+
+@dataclass
+class Outcome:
+    """One request of a ConcurrentLoad: when it ran and what came back (status 0: no answer)."""
+
+    url: str
+    started: float  # time.monotonic()
+    ended: float
+    status: int
+    body: bytes | None  # kept for a sample only (``keep_body``)
+    error: str = ""
+
+
+class ConcurrentLoad:
+    """``clients`` threads, each with a keep-alive connection of its own, sending GETs for the
+    URLs ``pick(client, count)`` chooses (``count``: that client's requests so far) until
+    stopped.  Every outcome is kept, with its times; bodies only where ``keep_body(url)``."""
+
+    def __init__(
+        self, pick: Callable[[int, int], str], clients: int, keep_body: Callable[[str], bool] = lambda url: True
+    ) -> None:
+        self.pick = pick
+        self.keep_body = keep_body
+        self.outcomes: list[Outcome] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, client: int) -> None:
+        with http_session() as session:
+            count = 0
+            while not self._stop.is_set():
+                url = self.pick(client, count)
+                count += 1
+                started = time.monotonic()
+                try:
+                    response = session.get(url, timeout=HTTP_TIMEOUT, allow_redirects=False)
+                except requests.RequestException as exc:
+                    self.outcomes.append(Outcome(url, started, time.monotonic(), 0, None, repr(exc)))
+                    continue
+                body = response.content if self.keep_body(url) else None
+                self.outcomes.append(Outcome(url, started, time.monotonic(), response.status_code, body))
+
+    def since(self, moment: float) -> list[Outcome]:
+        return [o for o in list(self.outcomes) if o.started >= moment]
+
+    def __enter__(self) -> ConcurrentLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=HTTP_TIMEOUT[1] + 5)
+        assert not any(thread.is_alive() for thread in self._threads), "a load thread did not stop"

@@ -31,14 +31,6 @@ REQUESTS = 800
 FORMATS = ("jpg", "png", "webp", "png")  # PNG twice: the largest responses
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def images(directory: str) -> list[str]:
     return sorted(
         name
@@ -93,15 +85,15 @@ def test_worker_memory_stays_within_the_cache_budget(tmp_path, fixtures):
                 session.get(f"{base}/iiif/{name}/full/^!600,600/0/default.{fmt}", timeout=servers.HTTP_TIMEOUT)
         for _ in range(200):
             request()
-        baseline = rss_mb(worker)
+        baseline = servers.rss_mb(worker)
         peak, served = baseline, 0
         for i in range(REQUESTS):
             url, status, size = request()
             assert status in (200, 404), f"{url} answered {status}"
             served += size if status == 200 else 0
             if i % 25 == 0:
-                peak = max(peak, rss_mb(worker))
-        peak = max(peak, rss_mb(worker))
+                peak = max(peak, servers.rss_mb(worker))
+        peak = max(peak, servers.rss_mb(worker))
         assert stack.server.workers() == [worker], "the worker was replaced during the run"
     print(f"worker RSS {baseline:.0f} MB after warming up, peak {peak:.0f} MB; {served >> 20} MB of responses")
     # The run produced far more distinct response bytes than the budget holds.
