@@ -417,7 +417,7 @@ def test_a_minute_of_mixed_traffic(workdir: str, fixtures: str, capsys: pytest.C
 
 
 # "GET <uri> -> 200 <size>B <ms>ms rendered": a response a worker produced (app._log).
-_RENDERED = re.compile(r"iipsrv-py\[(\d+)\] INFO \w+ \S+ -> 200 (\d+)B [0-9.]+ms rendered$", re.MULTILINE)
+_RENDERED = re.compile(r"iipsrv-py\[(\d+)\] INFO \w+ \S+ \w+ -> 200 (\d+)B [0-9.]+ms rendered$", re.MULTILINE)
 
 
 def rendered_mb(log: str) -> dict[int, float]:
