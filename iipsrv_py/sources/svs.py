@@ -25,8 +25,8 @@ import re
 import numpy as np
 import tifffile
 
-from ..errors import ImageDecodeError, NotFound, ServerError
-from .base import ImageSource
+from ..errors import ImageDecodeError, NotFound, ServerError, TooLarge
+from .base import ImageSource, check_decode_unit
 from .memory import ArraySource, halving_sizes
 from .tiff_describe import Description
 from .tiff_structure import IMAGE_DESCRIPTION, IfdSummary, TiffStructure
@@ -34,8 +34,6 @@ from .tiff_structure import IMAGE_DESCRIPTION, IfdSummary, TiffStructure
 APERIO_PREFIX = "Aperio"
 COMPRESSION_JP2K_YCBCR = 33003
 PROPERTY_PREFIX = "aperio."
-# A stripped page is decoded whole; anything larger than this is not a label or a thumbnail.
-MAX_ASSOCIATED_PIXELS = 64 * 1024 * 1024
 SUBFILE_NAMES = {1: "label", 9: "macro"}
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -142,8 +140,12 @@ class Aperio:
         ifd = self._pictures.get(name)
         if ifd is None:
             raise NotFound("image not found", f"{structure.name}: no associated image {name!r}")
-        if ifd.width * ifd.length > MAX_ASSOCIATED_PIXELS:
-            raise ImageDecodeError("associated image too large", f"{structure.name}::{name}: {ifd.width}x{ifd.length}")
+        # A picture is decoded whole: one larger than a decode unit is no label or thumbnail,
+        # and a request for it is refused (the slide itself is served).
+        bits = max(ifd.bits) if isinstance(ifd.bits, tuple) else ifd.bits
+        check_decode_unit(
+            f"{structure.name}::{name}", "picture", ifd.width, ifd.length, ifd.samples * -(-bits // 8), TooLarge
+        )
 
         def decode(level: int) -> np.ndarray | None:
             """The picture (level 0; its smaller levels are made from it), decoded when first

@@ -18,6 +18,7 @@ import tifffile
 from ..errors import ImageDecodeError, ServerError
 from ..model import Level
 from . import pixels
+from .base import MAX_DECODE_UNIT_BYTES
 from .jpegstream import standalone_jpeg
 from .tiff_describe import COMPRESSION_JPEG, COMPRESSION_NONE, PLANAR_SEPARATE, Decoding
 from .tiff_structure import TiffStructure
@@ -96,6 +97,11 @@ class TileReader:
             raise ImageDecodeError("damaged image", f"{self._name}: no offset for segment {index}") from None
 
     def _read(self, offset: int, count: int, what: str) -> bytes:
+        # Offsets and byte counts are whatever the file says: a segment past the end of the
+        # file is refused before a buffer of its count is allocated for the read.
+        size = self._structure.identity.size
+        if offset < 0 or count < 0 or offset + count > size:
+            raise ImageDecodeError("damaged image", f"{self._name}: {what} at {offset}+{count} outside the file")
         data = self._blob.read_at(offset, count)
         if len(data) != count:
             raise ImageDecodeError("damaged image", f"{self._name}: {what} truncated ({len(data)} of {count} bytes)")
@@ -138,6 +144,9 @@ class TileReader:
         if count == 0:
             # A sparse tile (never written) reads as zeros, as tifffile itself reads it.
             return np.zeros(self._segment_shape(page, index), page.dtype)
+        if count > 2 * MAX_DECODE_UNIT_BYTES:
+            # More bytes than any segment a worker decodes could take, compressed or not.
+            raise ImageDecodeError("damaged image", f"{self._name}: segment {index} of {count} bytes")
         data = self._read(offset, count, f"segment {index}")
         try:
             decoded, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
