@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import tifffile
 
@@ -109,7 +110,7 @@ class _Entry:
 class TiffPatcher:
     """Patches the tags and directory pointers of a TIFF file's bytes, located with tifffile."""
 
-    TYPES = {3: "H", 4: "I", 16: "Q", 13: "I", 18: "Q"}  # SHORT, LONG, LONG8, IFD, IFD8
+    TYPES: ClassVar[dict[int, str]] = {3: "H", 4: "I", 16: "Q", 13: "I", 18: "Q"}  # SHORT, LONG, LONG8, IFD, IFD8
 
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -121,10 +122,7 @@ class TiffPatcher:
             for page in tif.pages:
                 self.ifds.append(int(page.offset))
                 self.entries.append(
-                    {
-                        tag.code: _Entry(tag.offset, tag.dtype, tag.count, tag.valueoffset)
-                        for tag in page.tags.values()
-                    }
+                    {tag.code: _Entry(tag.offset, tag.dtype, tag.count, tag.valueoffset) for tag in page.tags.values()}
                 )
 
     def _count_format(self) -> tuple[str, int, int]:
@@ -258,6 +256,18 @@ def jpeg_mutations(data: bytes) -> Iterator[tuple[str, bytes, str]]:
     yield "frame-0-components", bytes(damaged), REFUSED_AT_OPEN
 
 
+def _tiny_jpeg(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(out, "JPEG")
+    data = bytearray(out.getvalue())
+    frame = _jpeg_frame(bytes(data))
+    assert frame is not None
+    struct.pack_into(">HH", data, frame + 5, height, width)
+    return bytes(data)
+
+
 def _jpeg_frame(data: bytes) -> int | None:
     """Offset of the first start-of-frame marker (walking the marker segments)."""
     pos = 2
@@ -339,6 +349,8 @@ def build(directory: str, fixtures: str, crash_files: list[str] | None = None) -
             add(source, mutation, damaged)
         for mutation, damaged, expect in structural(source, data):
             add(source, mutation, damaged, expect)
+    # A JPEG of a few hundred bytes whose frame header claims 65500 x 65500 pixels.
+    add("tiny-16x16.jpg", "frame-65500", _tiny_jpeg(65500, 65500), REFUSED_AT_OPEN)
     for path in crash_files or ():
         name = os.path.basename(path)
         shutil.copyfile(path, os.path.join(directory, name))
@@ -456,6 +468,7 @@ def serve(directory: str, names: list[str], out: io.TextIOBase) -> None:
             record = Record(name, probe.label, result.status, round(elapsed, 3), problems, error)
             out.write(json.dumps(asdict(record)) + "\n")
             out.flush()
+    out.write(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}) + "\n")
 
 
 def main(argv: list[str]) -> int:

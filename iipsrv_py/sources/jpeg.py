@@ -76,6 +76,8 @@ class JpegSource(ArraySource):
                 metadata = self._metadata(im)
         except ServerError:  # ours, storage errors included (502/504 from an object store)
             raise
+        except Image.DecompressionBombError as exc:  # Pillow's own limit, above ours: the same refusal
+            raise UnsupportedImage("image too large to decode", f"{name}: {exc}") from exc
         except Exception as exc:  # Pillow: a header it cannot read
             raise UnsupportedImage("not a supported image", f"{name}: {type(exc).__name__}: {exc}") from exc
         if mode not in ("L", "RGB"):
