@@ -25,6 +25,7 @@ import shutil
 import struct
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import ClassVar
@@ -54,13 +55,24 @@ TIFF_SOURCES = (
     "svs-rgb-4097x2999-3lvl-step4-256tile-jpeg-label-macro-mpp.svs",
     "svs-rgb-1500x1001-2lvl-step4-256tile-jp2k-33003-ycbcr.svs",
 )
+# Fixtures whose first tile is patched to declare a huge image in its own compressed stream
+# (JPEG frame, JPEG 2000 SIZ, PNG IHDR, WebP header) while the TIFF tags stay right.
+STREAM_SOURCES = (
+    "tif-rgb-3000x2000-5lvl-256tile-jpeg-tables.tif",
+    "svs-rgb-1500x1001-2lvl-step4-256tile-jp2k-33003-ycbcr.svs",
+    "tif-rgb-600x400-1lvl-256tile-jpeg2000.tif",
+    "tif-rgb-600x400-1lvl-256tile-png.tif",
+    "tif-rgb-600x400-1lvl-256tile-webp.tif",
+)
 JPEG_SOURCES = ("jpeg-rgb-1001x777-q90.jpg", "jpeg-grey-1200x800-q90.jpg")
 JP2_SOURCES = ("jp2-grey16-1000x700-4res.jp2", "j2k-rgb-2000x1500-2res-384tile.j2k")
 SOURCES = TIFF_SOURCES + JPEG_SOURCES + JP2_SOURCES
 
 # Mutations whose answer is known: a header declaring an impossible decode is refused when the
-# file is opened (415), whatever is asked of it.
+# file is opened (415), whatever is asked of it; a tile whose stream declares one is refused
+# when a request needs it (413).
 REFUSED_AT_OPEN = "refused-at-open"
+TILE_REFUSED = "tile-refused"
 
 
 @dataclass(frozen=True)
@@ -318,6 +330,35 @@ def jp2_mutations(data: bytes) -> Iterator[tuple[str, bytes, str]]:
             yield mutation, bytes(damaged), ""
 
 
+def stream_bomb(data: bytes) -> bytes | None:
+    """The file with the stream of its first tile declaring 65500 x 65500 pixels (WebP: the most
+    its header can say), or None when that stream is not one of the four kinds."""
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages.first
+        offset, count = int(page.dataoffsets[0]), int(page.databytecounts[0])
+    tile = data[offset : offset + count]
+    damaged = bytearray(data)
+    if tile[:2] == b"\xff\xd8":
+        frame = _jpeg_frame(tile)
+        if frame is None:
+            return None
+        struct.pack_into(">HH", damaged, offset + frame + 5, 65500, 65500)
+    elif tile[:4] == b"\xff\x4f\xff\x51":
+        struct.pack_into(">II", damaged, offset + SIZ_FIELDS["x"], 65500, 65500)
+    elif tile[:8] == b"\x89PNG\r\n\x1a\n":
+        struct.pack_into(">II", damaged, offset + 16, 65500, 65500)
+        # With its CRC made right again, so that only the size is wrong.
+        struct.pack_into(">I", damaged, offset + 29, zlib.crc32(damaged[offset + 12 : offset + 29]))
+    elif tile[:4] == b"RIFF" and tile[12:16] == b"VP8L":
+        bits = int.from_bytes(tile[21:25], "little") & ~0xFFFFFFF | 0xFFFFFFF  # 16384 x 16384
+        damaged[offset + 21 : offset + 25] = bits.to_bytes(4, "little")
+    elif tile[:4] == b"RIFF" and tile[12:16] == b"VP8X":
+        damaged[offset + 24 : offset + 30] = (65499).to_bytes(3, "little") * 2
+    else:
+        return None
+    return bytes(damaged)
+
+
 def structural(source: str, data: bytes) -> Iterator[tuple[str, bytes, str]]:
     if source in TIFF_SOURCES:
         yield from tiff_mutations(data)
@@ -349,6 +390,11 @@ def build(directory: str, fixtures: str, crash_files: list[str] | None = None) -
             add(source, mutation, damaged)
         for mutation, damaged, expect in structural(source, data):
             add(source, mutation, damaged, expect)
+    for source in STREAM_SOURCES:
+        with open(os.path.join(fixtures, source), "rb") as f:
+            damaged = stream_bomb(f.read())
+        assert damaged is not None, source
+        add(source, "tile0-stream-65500", damaged, TILE_REFUSED)
     # A JPEG of a few hundred bytes whose frame header claims 65500 x 65500 pixels.
     add("tiny-16x16.jpg", "frame-65500", _tiny_jpeg(65500, 65500), REFUSED_AT_OPEN)
     for path in crash_files or ():

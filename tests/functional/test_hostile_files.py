@@ -151,6 +151,20 @@ def test_impossible_headers_are_refused_when_opened(results: Results) -> None:
     assert results.of("tiny-16x16--frame-65500.jpg", "iiif-info")["error"] == "image too large to decode"
 
 
+def test_tiles_whose_own_stream_declares_a_bomb_are_413(results: Results) -> None:
+    """The TIFF tags are right but the first tile's JPEG frame, JPEG 2000 SIZ, PNG IHDR or WebP
+    header claims 65500 x 65500 (16384 x 16384) pixels: the image opens, and a request needing
+    that tile is refused before the decoder allocates (or, for a stored JPEG tile, before it is
+    sent to a browser as it is)."""
+    bombs = [s for s in results.specimens if s.expect == corpus_module.TILE_REFUSED]
+    assert len(bombs) == len(corpus_module.STREAM_SOURCES)
+    for specimen in bombs:
+        assert results.of(specimen.name, "iip-obj")["status"] == 200, specimen.name
+        refused = results.of(specimen.name, "iiif-full-res-region")
+        assert (refused["status"], refused["error"]) == (413, "image too large to decode"), specimen.name
+        assert results.of(specimen.name, "rest-tile")["status"] == 413, specimen.name
+
+
 UNCOMPRESSED_STRIP = "tif-rgb-600x400-strip400-none.tif"
 
 
@@ -290,3 +304,26 @@ def test_oversized_slide_picture_is_413_and_the_slide_still_served(tmp_path, fix
         assert im.width > 0
     slide = json.loads(helpers.call(app, "", path="/slides/slide.svs").body)
     assert (slide["width"], slide["height"]) == (4097, 2999)
+
+
+def test_slide_picture_whose_strip_declares_a_bomb_is_413(tmp_path, fixtures: str) -> None:
+    """The macro picture's JPEG strip claims 65500 x 65500 pixels in its own frame header (the
+    TIFF tags are right): refused before the picture is decoded; the label is still served."""
+    with open(os.path.join(fixtures, SVS), "rb") as f:
+        data = bytearray(f.read())
+    with tifffile.TiffFile(os.path.join(fixtures, SVS)) as tif:
+        macro = next(page for page in tif.pages if page.description.split("\n")[1:2] == ["macro 1280x420"])
+        assert macro.compression == 7 and len(macro.dataoffsets) == 1
+        offset = int(macro.dataoffsets[0])
+    frame = corpus_module._jpeg_frame(bytes(data[offset:]))
+    assert frame is not None
+    data[offset + frame + 5 : offset + frame + 9] = (65500).to_bytes(2, "big") * 2
+    (tmp_path / "slide.svs").write_bytes(data)
+    app = helpers.make_app(FILESYSTEM_PREFIX=f"{tmp_path}/")
+    refused = helpers.call(app, "", path="/slides/slide.svs/associated/macro")
+    assert (refused.status, json.loads(refused.body)["error"]) == (413, "too_large")
+    assert helpers.call(app, "FIF=slide.svs::macro&WID=100&CVT=jpeg").status == 413
+    label = helpers.call(app, "", path="/slides/slide.svs/associated/label")
+    assert label.status == 200
+    with Image.open(io.BytesIO(label.body)) as im:
+        assert im.size[0] > 0
