@@ -157,6 +157,8 @@ def test_corpus_through_nginx(site: Site) -> None:
             statuses[answer.status] = statuses.get(answer.status, 0) + 1
             if specimen.expect == corpus_module.REFUSED_AT_OPEN:
                 assert answer.status == 415, (target, answer.status)
+            if specimen.expect == corpus_module.TILE_REFUSED and "/0,0,256,256/max/" in target:
+                assert answer.status == 413, (target, answer.status)
     assert {200, 404, 415, 500} <= set(statuses), statuses
 
 
