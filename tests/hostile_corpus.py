@@ -5,7 +5,8 @@ Every specimen is a fixture damaged in one way: cut short at offsets through its
 directories and its pixel data; a few bits flipped (seeded, so every run makes the same files);
 or one header field patched to what a broken or malicious writer would put there -- sizes of
 zero or 2^31, tiles of 65535 x 65535, tile offsets past the end of the file or into its header,
-byte counts of 4 GB, directory chains that loop, JPEG frames of 65500 x 65500 in a small file,
+byte counts of 4 GB, tags claiming a billion values, directory chains that loop, tiles whose
+own compressed stream claims 65500 x 65500 pixels, JPEG frames of 65500 x 65500 in a small file,
 JPEG 2000 headers declaring a single tile of a million pixels square or millions of tiles.
 Crash inputs of other libraries (scripts/fetch_test_data.py's CRASH_FILES) join them.
 
@@ -157,6 +158,16 @@ class TiffPatcher:
         struct.pack_into(fmt, data, entry.valueoffset + element * struct.calcsize(fmt), value)
         return bytes(data)
 
+    def count(self, code: int, value: int, page: int = 0) -> bytes | None:
+        """The file with the value count of tag ``code`` of ``page`` set to ``value`` (its values
+        then run far past the end of the file); None when the page has no such tag."""
+        entry = self.entries[page].get(code) if page < len(self.entries) else None
+        if entry is None:
+            return None
+        data = bytearray(self.data)
+        struct.pack_into(self.order + ("Q" if self.bigtiff else "I"), data, entry.offset + 4, value)
+        return bytes(data)
+
     def next_pointer(self, page: int) -> int:
         """File offset of the next-IFD pointer of ``page``'s IFD."""
         fmt, size, entry_size = self._count_format()
@@ -192,6 +203,9 @@ def tiff_mutations(data: bytes) -> Iterator[tuple[str, bytes, str]]:
         ("offset-8", lambda: patch.tag(offsets_tag, 8), ""),
         ("bytecount-4g", lambda: patch.tag(counts_tag, 0xFFFFFFF0), ""),
         ("bytecount-0", lambda: patch.tag(counts_tag, 0), ""),
+        ("offsets-count-1g", lambda: patch.count(offsets_tag, 0x3FFFFFFF), ""),
+        ("bytecounts-count-1g", lambda: patch.count(counts_tag, 0x3FFFFFFF), ""),
+        ("description-count-1g", lambda: patch.count(270, 0x3FFFFFFF), ""),
         ("ifd-loop-self", lambda: patch.point_next(0, patch.ifds[0]), ""),
         ("ifd-loop-last", lambda: patch.point_next(len(patch.ifds) - 1, patch.ifds[0]), ""),
         ("ifd-next-past-eof", lambda: patch.point_next(0, size + 12345), ""),
