@@ -2,7 +2,7 @@
 
 A TIFF tile or strip compressed as JPEG, JPEG 2000, PNG or WebP carries a header of its own,
 and decoders allocate their output from it, not from the TIFF tags: a 7 KB tile whose JPEG frame
-claims 65500 x 65500 pixels makes libjpeg allocate (and fill) 12 GB.  ``declared_size`` reads
+claims 65500 x 65500 pixels makes libjpeg allocate 12 GB.  ``declared_size`` reads
 that header so that the tile reader can refuse such a stream before decoding it.  It only reads
 headers; anything it does not recognise is left to the decoder (None).
 """
