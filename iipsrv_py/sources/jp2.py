@@ -34,7 +34,7 @@ from ..errors import ImageDecodeError, ServerError, UnsupportedImage
 from ..model import ImageInfo, Level, SourceIdentity
 from ..storage.base import Blob
 from . import jp2_opj, pixels
-from .base import SinglePage, tile_of
+from .base import MAX_DECODE_UNIT_BYTES, SinglePage, tile_of
 from .memory import whole_level
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,17 @@ CODESTREAM_TILE_RANGE = (128, 1024)
 # Virtual levels below the smallest resolution are made from a whole decode of that resolution;
 # beyond this many pixels there are none (the file then simply has fewer levels).
 MAX_VIRTUAL_BASE_PIXELS = 1 << 22
+
+# OpenJPEG sets up every codestream tile of the image for each decode, about 4 KiB per tile and
+# component (measured: 150 MB and half a second for 11,750 tiles of 3 components), so tiles
+# times components are allowed as many as keep that within base.MAX_DECODE_UNIT_BYTES: 65536,
+# which is also about the standard's own limit of 65535 tiles (Isot has 16 bits).
+OPENJPEG_BYTES_PER_TILE_COMPONENT = 4096
+# Decoding any area of a codestream tile makes OpenJPEG set up the tile's precincts and code-
+# blocks, about a byte for every 16 pixels of the whole tile (measured: 1.7 GB for one
+# 131072 x 131072 tile, whatever the area decoded).  Tiles are allowed as many pixels as keep
+# that within the decode unit's bytes (base.MAX_DECODE_UNIT_BYTES): 2^32, 65536 x 65536.
+OPENJPEG_TILE_PIXELS_PER_BYTE = 16
 
 # JP2 colr box enumerated colour spaces (ISO/IEC 15444-1 Annex I.5.3.3).
 SRGB, GREYSCALE = 16, 17
@@ -212,6 +223,7 @@ class Jp2Source(SinglePage):
         self._offset = (int(siz.xosiz), int(siz.yosiz))
         x0, y0, x1, y1 = self._offset[0], self._offset[1], int(siz.xsiz), int(siz.ysiz)
         width, height = x1 - x0, y1 - y0
+        self._check_codestream_tiles(width, height)
         tile = TILE
         tiled = int(siz.xtsiz) < x1 - int(siz.xtosiz) or int(siz.ytsiz) < y1 - int(siz.ytosiz)
         lo, hi = CODESTREAM_TILE_RANGE
@@ -246,6 +258,29 @@ class Jp2Source(SinglePage):
             max_values=self._conversion.maximum,
             format="jp2",
         )
+
+    def _check_codestream_tiles(self, width: int, height: int) -> None:
+        """Refuse (415) a main header that no decode could survive, before OpenJPEG sees it:
+        no pixels, more tiles than the standard allows, or codestream tiles so large that
+        OpenJPEG's bookkeeping for one of them exhausts a worker's memory."""
+        siz = self._stream.siz
+        if width <= 0 or height <= 0 or siz.xtsiz <= 0 or siz.ytsiz <= 0:
+            detail = f"{self.name}: {width}x{height}, tiles {siz.xtsiz}x{siz.ytsiz}"
+            raise UnsupportedImage("image has no pixels", detail)
+        x1, y1 = int(siz.xsiz), int(siz.ysiz)
+        across = -(-(x1 - int(siz.xtosiz)) // int(siz.xtsiz))
+        down = -(-(y1 - int(siz.ytosiz)) // int(siz.ytsiz))
+        components = len(siz.bitdepth)
+        if across * down * components * OPENJPEG_BYTES_PER_TILE_COMPONENT > MAX_DECODE_UNIT_BYTES:
+            raise UnsupportedImage(
+                "image too large to decode", f"{self.name}: {across}x{down} codestream tiles of {components} components"
+            )
+        tile_pixels = min(int(siz.xtsiz), width) * min(int(siz.ytsiz), height)
+        if tile_pixels > MAX_DECODE_UNIT_BYTES * OPENJPEG_TILE_PIXELS_PER_BYTE:
+            raise UnsupportedImage(
+                "image too large to decode",
+                f"{self.name}: codestream tiles of {siz.xtsiz}x{siz.ytsiz} in a {width}x{height} image",
+            )
 
     @property
     def icc_profile(self) -> bytes | None:

@@ -10,8 +10,9 @@ is decoded again for each tile that is not cached yet, so large JPEGs want a lar
 
 Limits and choices:
 
-* at most ``MAX_PIXELS`` pixels (a full decode has to fit in memory): larger files are refused
-  with 415 when opened;
+* at most ``base.MAX_DECODE_UNIT_PIXELS`` pixels (a full decode has to fit in memory): larger
+  files (or a header claiming more, as a decompression bomb does) are refused with 415 when
+  opened, before anything is decoded;
 * 8-bit greyscale and YCbCr/RGB; CMYK and YCCK JPEGs are refused (415): converting them
   needs their ICC profile, which a tile server should not guess;
 * the EXIF orientation is ignored, as iipsrv does: pixels are served as stored, so tile
@@ -31,11 +32,11 @@ from ..cache.store import WorkerCache
 from ..errors import ImageDecodeError, ServerError, UnsupportedImage
 from ..model import METRES_PER_INCH_FACTOR
 from ..storage.base import Blob
+from .base import check_decode_unit
 from .memory import TILE, ArraySource, halving_sizes
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 1 << 26  # 67 Mpixel, e.g. 8192 x 8192: about 200 MB decoded as RGB
 DCT_SCALES = (2, 4, 8)
 
 # EXIF tag -> iipsrv metadata key (as the TIFF tags of the same numbers, SPEC section 5).
@@ -75,14 +76,13 @@ class JpegSource(ArraySource):
                 metadata = self._metadata(im)
         except ServerError:  # ours, storage errors included (502/504 from an object store)
             raise
+        except Image.DecompressionBombError as exc:  # Pillow's own limit, above ours: the same refusal
+            raise UnsupportedImage("image too large to decode", f"{name}: {exc}") from exc
         except Exception as exc:  # Pillow: a header it cannot read
             raise UnsupportedImage("not a supported image", f"{name}: {type(exc).__name__}: {exc}") from exc
         if mode not in ("L", "RGB"):
             raise UnsupportedImage("only greyscale and RGB JPEG images are supported", f"{name}: mode {mode}")
-        if width * height > MAX_PIXELS:
-            raise UnsupportedImage(
-                "JPEG image too large to serve", f"{name}: {width}x{height} is over {MAX_PIXELS} pixels"
-            )
+        check_decode_unit(name, "JPEG image", width, height, 1 if mode == "L" else 3)
         sizes = [(width, height)]
         self._scales = [1]
         for scale in DCT_SCALES:

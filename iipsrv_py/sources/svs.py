@@ -25,17 +25,16 @@ import re
 import numpy as np
 import tifffile
 
-from ..errors import ImageDecodeError, NotFound, ServerError
-from .base import ImageSource
+from ..errors import ImageDecodeError, NotFound, ServerError, TooLarge
+from .base import ImageSource, check_decode_unit
 from .memory import ArraySource, halving_sizes
+from .stream_headers import STREAM_HEADER_BYTES, check_stream
 from .tiff_describe import Description
 from .tiff_structure import IMAGE_DESCRIPTION, IfdSummary, TiffStructure
 
 APERIO_PREFIX = "Aperio"
 COMPRESSION_JP2K_YCBCR = 33003
 PROPERTY_PREFIX = "aperio."
-# A stripped page is decoded whole; anything larger than this is not a label or a thumbnail.
-MAX_ASSOCIATED_PIXELS = 64 * 1024 * 1024
 SUBFILE_NAMES = {1: "label", 9: "macro"}
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -91,6 +90,21 @@ def _as_rgb8(pixels: np.ndarray, page: tifffile.TiffPage) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+def _check_streams(structure: TiffStructure, page: tifffile.TiffPage, name: str) -> None:
+    """Each stored strip (tile) of a picture decoded whole, refused before tifffile decodes it
+    when its own compressed stream declares more pixels than the strip holds."""
+    if page.is_tiled:
+        nominal = (int(page.tilewidth), int(page.tilelength))
+    else:
+        rows = int(page.rowsperstrip or 0)
+        nominal = (int(page.imagewidth), min(rows, page.imagelength) if rows > 0 else int(page.imagelength))
+    bytes_per_pixel = int(page.samplesperpixel) * max(1, np.dtype(page.dtype).itemsize)
+    for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts, strict=False)):
+        if count:
+            head = structure.blob.read_at(int(offset), min(int(count), STREAM_HEADER_BYTES))
+            check_stream(name, f"strip {index}", head, nominal, bytes_per_pixel)
+
+
 class Aperio:
     """The Aperio part of an SVS file's sources: one per opened file, shared by its pages."""
 
@@ -142,8 +156,12 @@ class Aperio:
         ifd = self._pictures.get(name)
         if ifd is None:
             raise NotFound("image not found", f"{structure.name}: no associated image {name!r}")
-        if ifd.width * ifd.length > MAX_ASSOCIATED_PIXELS:
-            raise ImageDecodeError("associated image too large", f"{structure.name}::{name}: {ifd.width}x{ifd.length}")
+        # A picture is decoded whole: one larger than a decode unit is no label or thumbnail,
+        # and a request for it is refused (the slide itself is served).
+        bits = max(ifd.bits) if isinstance(ifd.bits, tuple) else ifd.bits
+        check_decode_unit(
+            f"{structure.name}::{name}", "picture", ifd.width, ifd.length, ifd.samples * -(-bits // 8), TooLarge
+        )
 
         def decode(level: int) -> np.ndarray | None:
             """The picture (level 0; its smaller levels are made from it), decoded when first
@@ -152,6 +170,7 @@ class Aperio:
                 return None
             try:
                 page = structure.full_page(ifd)
+                _check_streams(structure, page, f"{structure.name}::{name}")
                 return _as_rgb8(page.asarray(), page)
             except ServerError:  # ours, storage errors included
                 raise

@@ -23,6 +23,7 @@ import tifffile
 from ..errors import UnsupportedImage
 from ..model import METRES_PER_INCH_FACTOR, ImageInfo, Level
 from . import pixels
+from .base import check_decode_unit
 from .tiff_levels import text
 from .tiff_structure import IfdSummary
 
@@ -58,10 +59,6 @@ PLANAR_SEPARATE = 2
 EXTRASAMPLE_ALPHA = (1, 2)  # associated, unassociated: both kept as stored
 # Virtual tiles of a stripped image.
 STRIP_TILE = 256
-# The largest stored segment (a tile, or a compressed strip, which can only be decoded whole)
-# a worker will decode: a file declaring larger ones is refused when it is opened instead of
-# exhausting the worker's memory on its first tile.
-MAX_SEGMENT_BYTES = 256 * 1024 * 1024
 
 # A conversion of a level's decoded 8-bit pixels (H x W x C in, H x W x C out).
 Finish = Callable[[np.ndarray], np.ndarray]
@@ -149,22 +146,21 @@ def describe(
 
 
 def check_segment_size(ifd: IfdSummary, name: str) -> None:
-    """UnsupportedImage when one stored segment of ``ifd`` decodes to more than
-    MAX_SEGMENT_BYTES.  Uncompressed strips are read row by row, never whole."""
+    """UnsupportedImage when one stored segment of ``ifd`` (a tile, or a compressed strip,
+    which decodes whole) is larger than a worker decodes in one piece, or when the IFD has no
+    pixels.  Uncompressed strips are read row by row, never whole: their unit is the virtual
+    tile read from them (all of its samples are read, before the kept bands are chosen)."""
+    if ifd.width <= 0 or ifd.length <= 0:
+        raise UnsupportedImage("image has no pixels", f"{name}: IFD {ifd.position} is {ifd.width}x{ifd.length}")
     if ifd.is_tiled:
         w, h = ifd.tile_width, ifd.tile_length
     elif ifd.compression == COMPRESSION_NONE:
-        return
+        w, h = min(STRIP_TILE, ifd.width), min(STRIP_TILE, ifd.length)
     else:
         w, h = ifd.width, min(ifd.rows_per_strip or ifd.length, ifd.length)
     samples = 1 if ifd.planar == PLANAR_SEPARATE else ifd.samples
     bits = max(ifd.bits) if isinstance(ifd.bits, tuple) else ifd.bits
-    size = w * h * samples * max(1, bits // 8)
-    if size > MAX_SEGMENT_BYTES:
-        raise UnsupportedImage(
-            "image segments too large to decode",
-            f"{name}: a {w}x{h} segment of {size} bytes (limit {MAX_SEGMENT_BYTES})",
-        )
+    check_decode_unit(name, f"IFD {ifd.position} segment", w, h, samples * max(1, -(-bits // 8)))
 
 
 def _level(ifd: IfdSummary, width: int, height: int) -> Level:

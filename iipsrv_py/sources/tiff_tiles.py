@@ -18,7 +18,9 @@ import tifffile
 from ..errors import ImageDecodeError, ServerError
 from ..model import Level
 from . import pixels
+from .base import MAX_DECODE_UNIT_BYTES
 from .jpegstream import standalone_jpeg
+from .stream_headers import check_stream
 from .tiff_describe import COMPRESSION_JPEG, COMPRESSION_NONE, PLANAR_SEPARATE, Decoding
 from .tiff_structure import TiffStructure
 
@@ -67,6 +69,9 @@ class TileReader:
         if count == 0:
             return None
         data = self._read(offset, count, f"tile {index}")
+        # Sent as stored, never decoded here: its header is checked all the same, so that a
+        # damaged or oversized frame does not reach a browser either.
+        check_stream(self._name, f"tile {index}", data, _nominal_size(page), _bytes_per_pixel(page))
         return standalone_jpeg(data, page.jpegtables, self._decoding.rgb_jpeg)
 
     @property
@@ -96,6 +101,11 @@ class TileReader:
             raise ImageDecodeError("damaged image", f"{self._name}: no offset for segment {index}") from None
 
     def _read(self, offset: int, count: int, what: str) -> bytes:
+        # Offsets and byte counts are whatever the file says: a segment past the end of the
+        # file is refused before a buffer of its count is allocated for the read.
+        size = self._structure.identity.size
+        if offset < 0 or count < 0 or offset + count > size:
+            raise ImageDecodeError("damaged image", f"{self._name}: {what} at {offset}+{count} outside the file")
         data = self._blob.read_at(offset, count)
         if len(data) != count:
             raise ImageDecodeError("damaged image", f"{self._name}: {what} truncated ({len(data)} of {count} bytes)")
@@ -138,7 +148,11 @@ class TileReader:
         if count == 0:
             # A sparse tile (never written) reads as zeros, as tifffile itself reads it.
             return np.zeros(self._segment_shape(page, index), page.dtype)
+        if count > 2 * MAX_DECODE_UNIT_BYTES:
+            # More bytes than any segment a worker decodes could take, compressed or not.
+            raise ImageDecodeError("damaged image", f"{self._name}: segment {index} of {count} bytes")
         data = self._read(offset, count, f"segment {index}")
+        check_stream(self._name, f"segment {index}", data, _nominal_size(page), _bytes_per_pixel(page))
         try:
             decoded, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
         except ServerError:  # tifffile may read lazily loaded tag values (JPEGTables) here
@@ -222,6 +236,18 @@ class TileReader:
                     out[r - y + i] = np.frombuffer(data, dtype).reshape(w, per_pixel)
             r += count
         return out
+
+
+def _nominal_size(page: tifffile.TiffPage) -> tuple[int, int]:
+    """(width, height) of a page's tiles, or of its strips before the last one is cut short."""
+    if page.is_tiled:
+        return int(page.tilewidth), int(page.tilelength)
+    return int(page.imagewidth), _rows_per_strip(page)
+
+
+def _bytes_per_pixel(page: tifffile.TiffPage) -> int:
+    samples = 1 if page.planarconfig == PLANAR_SEPARATE else int(page.samplesperpixel)
+    return samples * max(1, np.dtype(page.dtype).itemsize)
 
 
 def _rows_per_strip(page: tifffile.TiffPage) -> int:

@@ -375,19 +375,21 @@ def test_errors_are_logged(app, server_log):
 def test_segments_larger_than_the_limit_are_415_at_open(monkeypatch, name, segment_bytes):
     """A file declaring tiles or compressed strips too large to decode is refused when opened
     (the limit is lowered here to just below the fixture's own segment size)."""
-    from iipsrv_py.sources import tiff_describe
+    from iipsrv_py.sources import base
 
-    monkeypatch.setattr(tiff_describe, "MAX_SEGMENT_BYTES", segment_bytes - 1)
+    monkeypatch.setattr(base, "MAX_DECODE_UNIT_BYTES", segment_bytes - 1)
     app = helpers.make_app()
     assert helpers.call(app, f"FIF={name}&OBJ=Max-size").status == 415
-    monkeypatch.setattr(tiff_describe, "MAX_SEGMENT_BYTES", segment_bytes)
+    monkeypatch.setattr(base, "MAX_DECODE_UNIT_BYTES", segment_bytes)
     assert helpers.call(helpers.make_app(), f"FIF={name}&OBJ=Max-size").status == 200
 
 
 def test_uncompressed_strips_have_no_segment_limit(monkeypatch):
-    """Uncompressed strips are read row by row, so their size does not matter."""
-    from iipsrv_py.sources import tiff_describe
+    """Uncompressed strips are read row by row, so their size does not matter: only the
+    virtual tile read from them counts (the limit is lowered to one 256 x 256 RGB tile, less
+    than the fixture's 600 x 400 strip)."""
+    from iipsrv_py.sources import base
 
-    monkeypatch.setattr(tiff_describe, "MAX_SEGMENT_BYTES", 1)
+    monkeypatch.setattr(base, "MAX_DECODE_UNIT_BYTES", 256 * 256 * 3)
     r = helpers.call(helpers.make_app(), "FIF=tif-rgb-600x400-strip400-none.tif&JTL=0,0")
     assert r.status == 200

@@ -184,12 +184,12 @@ def test_a_reduced_level_that_cannot_be_decoded_is_refused_at_open(tmp_path, mon
     """What makes a file unservable is found in the levels' summaries when it is opened (415),
     even when only a reduced level has it: a compression no installed codec decodes, or tiles
     larger than a worker decodes (the limit is lowered to the other levels' 64-px tiles)."""
-    from iipsrv_py.sources import tiff_describe
+    from iipsrv_py.sources import base
 
     path = str(tmp_path / "pyramid.tif")
     write_pyramid(path, bigtiff=False, subifds=False)
     storage = LocalStorage(str(tmp_path) + "/")
-    monkeypatch.setattr(tiff_describe, "MAX_SEGMENT_BYTES", 64 * 64 * 3)
+    monkeypatch.setattr(base, "MAX_DECODE_UNIT_BYTES", 64 * 64 * 3)
     assert len(open_source(storage.open(*storage.resolve("pyramid.tif"))).info.levels) == 5
     with tifffile.TiffFile(path, mode="r+b") as tif:
         level = tif.pages[2]
