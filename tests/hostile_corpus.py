@@ -36,7 +36,7 @@ import tifffile
 
 # Statuses the server may answer with (SPEC section 3); storage errors (502-504) cannot happen
 # with local files.
-SPEC_STATUSES = frozenset({200, 400, 404, 413, 415, 500})
+SPEC_STATUSES = frozenset({200, 400, 404, 413, 414, 415, 500})  # 414: past MAX_REQUEST_LENGTH
 REQUEST_SECONDS = 10.0  # the bound on any one request
 MEMORY_LIMIT = 3 << 30  # address space of the child serving the corpus (RLIMIT_AS)
 TRUNCATIONS = (8, 16, 64, 200, 1024)  # bytes kept; and 1/4, 1/2, 3/4 of the file and all but one

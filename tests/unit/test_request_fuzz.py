@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tests import helpers
 
-STATUSES = {200, 303, 400, 404, 413, 415}
+STATUSES = {200, 303, 400, 404, 413, 414, 415}  # 414: past MAX_REQUEST_LENGTH
 REQUEST_SECONDS = 10.0
 IMAGES = (
     "tif-rgb-1200x800-3lvl-128tile-jpeg-bigtiff.tif",
@@ -93,25 +93,44 @@ def test_any_routed_path_gets_a_spec_status(app, path: str, query: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "query"),
+    ("path", "query", "status"),
     [
-        ("/fcgi-bin/iipsrv.fcgi", "FIF=" + "a" * 100_000 + "&OBJ=Max-size"),
-        ("/fcgi-bin/iipsrv.fcgi", "&".join(["WID=10"] * 15_000) + "&FIF=missing.tif&CVT=jpeg"),
-        ("/iiif/" + "x/" * 5_000 + "info.json", ""),
-        ("/slides/" + "y" * 10_000, ""),
-        ("/tiles/" + "%2F" * 3_000 + "/0/0/0.jpg", ""),
-        ("/deepzoom/" + "z" * 10_000 + ".dzi", ""),
-        ("/zoomify/" + "%2e%2e/" * 1_500 + "ImageProperties.xml", ""),
+        # Past MAX_REQUEST_LENGTH (8192 bytes of path and query by default): 414.
+        ("/fcgi-bin/iipsrv.fcgi", "FIF=" + "a" * 100_000 + "&OBJ=Max-size", 414),
+        ("/fcgi-bin/iipsrv.fcgi", "&".join(["WID=10"] * 15_000) + "&FIF=missing.tif&CVT=jpeg", 414),
+        ("/iiif/" + "x/" * 5_000 + "info.json", "", 414),
+        ("/slides/" + "y" * 10_000, "", 414),
+        ("/tiles/" + "%2F" * 3_000 + "/0/0/0.jpg", "", 414),
+        ("/deepzoom/" + "z" * 10_000 + ".dzi", "", 414),
+        ("/zoomify/" + "%2e%2e/" * 1_500 + "ImageProperties.xml", "", 414),
+        # Within it, one parameter past MAX_PARAMETER_LENGTH (4096): 400.
+        ("/fcgi-bin/iipsrv.fcgi", "FIF=" + "a" * 6_000 + "&OBJ=Max-size", 400),
+        # Within both: nothing names an image this long, 404.
+        ("/fcgi-bin/iipsrv.fcgi", "FIF=" + "a" * 4_000 + "&OBJ=Max-size", 404),
+        ("/iiif/" + "x/" * 3_000 + "info.json", "", 404),
+        ("/zoomify/" + "%2e%2e/" * 1_000 + "ImageProperties.xml", "", 404),
     ],
-    ids=["query-100k", "commands-15k", "iiif-path-10k", "rest-10k", "encoded-slashes", "deepzoom-10k", "dots"],
+    ids=[
+        "query-100k",
+        "commands-15k",
+        "iiif-path-10k",
+        "rest-10k",
+        "encoded-slashes",
+        "deepzoom-10k",
+        "dots-10k",
+        "parameter-6k",
+        "query-4k",
+        "iiif-path-6k",
+        "dots-7k",
+    ],
 )
-def test_over_long_requests_are_404_quickly(app, path: str, query: str) -> None:
-    """Nothing names an image this long: 404 (not 500, not a hang), quickly."""
+def test_over_long_requests_are_refused_quickly(app, path: str, query: str, status: int) -> None:
+    """Not 500, not a hang: the limits' statuses, or 404 for an image nothing names."""
     started = time.perf_counter()
     result = helpers.call(app, query, path=path)
     assert time.perf_counter() - started < 2.0
     assert_well_formed(result, path + query[:100])
-    assert result.status == 404
+    assert result.status == status
 
 
 def test_a_routed_image_is_served(app) -> None:
