@@ -76,9 +76,11 @@ def reachable_by_everyone(path: str) -> bool:
 
 
 def _digest() -> str:
-    """What the installation depends on: the build files and every file of the package."""
+    """What the installation depends on: the build files and every file of the package (not the
+    README and licence, which pip copies but nothing runs)."""
     sha = hashlib.sha256()
-    names = [n for n in CHECKOUT_FILES + OPTIONAL_FILES if os.path.exists(os.path.join(helpers.ROOT, n))]
+    build_files = [n for n in CHECKOUT_FILES + OPTIONAL_FILES if n not in ("README.md", "COPYING")]
+    names = [n for n in build_files if os.path.exists(os.path.join(helpers.ROOT, n))]
     for directory, dirs, files in os.walk(os.path.join(helpers.ROOT, "iipsrv_py")):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         names += [os.path.relpath(os.path.join(directory, f), helpers.ROOT) for f in sorted(files)]

@@ -9,6 +9,7 @@ answers each exactly as nginx in front of an ``iipsrv-py --bind`` pool does.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -56,6 +57,13 @@ def test_lighttpd_starts_the_server_as_its_user(site: Site) -> None:
         )
         user = deploy_support.web_user()
         assert {deploy_support.process_uid(pid) for pid in [supervisor, *workers]} == {user.pw_uid}
+        # A server that exits is started again, on the same socket.
+        os.kill(supervisor, signal.SIGTERM)
+        servers.wait_until(lambda: not servers.running(supervisor), servers.STOP_TIMEOUT, "the server to exit")
+        again = deploy_support.answers(lighttpd.base_url)
+        deploy_support.check_same_answers(again, lighttpd.base_url, site.expected)
+        (successor,) = [pid for pid in deploy_support.program_processes(program) if servers.children(pid)]
+        assert successor != supervisor
     except BaseException:
         print(lighttpd.error_log())
         raise
