@@ -126,24 +126,34 @@ def web_install() -> WebInstall:
         for name in os.listdir(root):
             if name.startswith("web-venv-"):
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-        with tempfile.TemporaryDirectory() as build:
-            source = os.path.join(build, "src")
-            os.makedirs(source)
-            for name in CHECKOUT_FILES + OPTIONAL_FILES:
-                if os.path.exists(os.path.join(helpers.ROOT, name)):
-                    shutil.copy(os.path.join(helpers.ROOT, name), source)
-            shutil.copytree(
-                os.path.join(helpers.ROOT, "iipsrv_py"),
-                os.path.join(source, "iipsrv_py"),
-                ignore=shutil.ignore_patterns("__pycache__"),
-            )
-            _run([SYSTEM_PYTHON, "-m", "venv", venv], 120, f"{SYSTEM_PYTHON} -m venv")
-            python = os.path.join(venv, "bin", "python")
-            _run([python, "-m", "pip", "install", "--quiet", source], INSTALL_TIMEOUT, "pip install")
+        # Readable by every user whatever the umask of the run (a CI's may be 077).
+        umask = os.umask(0o022)
+        try:
+            _install(venv)
+        finally:
+            os.umask(umask)
         with open(done, "w") as f:
             f.write(digest + "\n")
     assert os.access(program, os.X_OK), program
     return WebInstall(venv, program)
+
+
+def _install(venv: str) -> None:
+    """``python3 -m venv`` and ``pip install`` of a copy of the checkout (what an sdist has)."""
+    with tempfile.TemporaryDirectory() as build:
+        source = os.path.join(build, "src")
+        os.makedirs(source)
+        for name in CHECKOUT_FILES + OPTIONAL_FILES:
+            if os.path.exists(os.path.join(helpers.ROOT, name)):
+                shutil.copy(os.path.join(helpers.ROOT, name), source)
+        shutil.copytree(
+            os.path.join(helpers.ROOT, "iipsrv_py"),
+            os.path.join(source, "iipsrv_py"),
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        _run([SYSTEM_PYTHON, "-m", "venv", venv], 120, f"{SYSTEM_PYTHON} -m venv")
+        python = os.path.join(venv, "bin", "python")
+        _run([python, "-m", "pip", "install", "--quiet", source], INSTALL_TIMEOUT, "pip install")
 
 
 # -- images and working directories the web servers' user can use -------------------------------------
