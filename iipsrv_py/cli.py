@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         # The process manager decides how many of us run: one worker each unless told.
         workers = args.workers or settings.workers or 1
         log.warning("iipsrv-py %s serving FastCGI on the inherited socket", __version__)
-    server.serve_fastcgi(sock, workers, make_app, args.engine, WarmUp(Application, settings), settings.request_timeout)
+    server.serve_fastcgi(
+        sock, workers, make_app, args.engine, WarmUp(Application, settings), settings.request_timeout, bool(args.bind)
+    )
     return 0
 
 

@@ -378,8 +378,12 @@ def serve_fastcgi(
     engine: str = "native",
     warm_up: WarmUp | None = None,
     request_timeout: float = 0.0,
+    remove_path: bool = True,
 ) -> None:
-    unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+    """Serve FastCGI on ``sock`` until stopped.  ``remove_path``: unlink a unix socket's path on
+    exit; not for an inherited socket, whose path belongs to whoever made it (a systemd socket
+    unit keeps listening on it across restarts of the service)."""
+    unix_path = sock.getsockname() if sock.family == socket.AF_UNIX and remove_path else None
     if warm_up is not None:
         warm_up.before_fork()
     try:

@@ -339,8 +339,9 @@ def nginx_location(upstream: str, keep_conn: bool = True) -> str:
     ``keep_conn`` its fastcgi_keep_conn line is removed, as its comment says to for flup."""
     with open(NGINX_SNIPPET) as f:
         snippet = f.read()
+    # One location for every image and REST path, and the local-only /metrics one.
     passes = _FASTCGI_PASS.findall(snippet)
-    assert len(passes) == 1, f"{NGINX_SNIPPET} must have exactly one active fastcgi_pass line"
+    assert len(passes) == 2, f"{NGINX_SNIPPET} must have exactly two active fastcgi_pass lines"
     return snippet if keep_conn else _without(_KEEP_CONN, snippet, NGINX_SNIPPET)
 
 
