@@ -58,14 +58,22 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 
 class _Tally:
-    """This process's counts since start, and what of them the files already hold."""
+    """This process's counts since start, and what of them the files already hold.
+
+    The request path only adds to these dictionaries, without a lock: each worker answers one
+    request at a time, so its main thread is their only writer (a storage thread's rare counts
+    go through ``counts``, under the lock).  The flushing thread copies them and writes what
+    grew since its last copy; a copy taken halfway through an update is only a partial total,
+    completed by the next one."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()  # storage reads may count from threads of their own
-        self.counts: dict[tuple[str, tuple[str, ...]], float] = {}
-        self.hist: dict[tuple[str, ...], list[float]] = {}  # labels -> bucket counts + [sum]
-        self.written_counts: dict[tuple[str, tuple[str, ...]], float] = {}
-        self.written_hist: dict[tuple[str, ...], list[float]] = {}
+        self.requests: dict[tuple[str, int], list[float]] = {}  # (protocol, status) -> [count, bytes]
+        self.hist: dict[str, list[float]] = {}  # protocol -> bucket counts (the last but one +Inf) + [sum]
+        self.lookups: dict[tuple[str, bool], int] = {}  # (layer, hit) -> count
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[str, tuple[str, ...]], float] = {}  # anything else, under the lock
+        self.written: dict[tuple[str, tuple[str, ...]], float] = {}  # series -> total in the files
+        self.written_hist: dict[str, list[float]] = {}
         self.flushing = threading.Lock()
         self.thread: threading.Thread | None = None
         self.suspended = 0
@@ -128,39 +136,45 @@ def _family(name: str) -> Any:
     return family
 
 
-# -- counting (cheap: a dictionary update under an uncontended lock) -------------------------------
+# -- counting (cheap: a few dictionary updates) ----------------------------------------------------
 
 
 def count(name: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
-    if not _enabled or _tally.suspended:
+    tally = _tally
+    if not _enabled or tally.suspended:
         return
     key = (name, labels)
-    with _tally.lock:
-        _tally.counts[key] = _tally.counts.get(key, 0.0) + amount
-    _ensure_flusher()
+    with tally.lock:
+        tally.counts[key] = tally.counts.get(key, 0.0) + amount
+    if tally.thread is None and _multiprocess:
+        _start_flusher(tally)
 
 
 def observe_request(protocol: str, status: int, size: int, seconds: float) -> None:
     """One answered request: its count, duration and bytes."""
-    if not _enabled or _tally.suspended:
-        return
     tally = _tally
-    with tally.lock:
-        counts = tally.counts
-        key: tuple[str, tuple[str, ...]] = ("iipsrv_requests", (protocol, str(status)))
-        counts[key] = counts.get(key, 0.0) + 1
-        key = ("iipsrv_response_bytes", (protocol,))
-        counts[key] = counts.get(key, 0.0) + size
-        buckets = tally.hist.get((protocol,))
-        if buckets is None:
-            buckets = tally.hist[(protocol,)] = [0.0] * (len(DURATION_BUCKETS) + 2)
-        buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1  # the last but one is +Inf
-        buckets[-1] += seconds
-    _ensure_flusher()
+    if not _enabled or tally.suspended:
+        return
+    record = tally.requests.get((protocol, status))
+    if record is None:
+        record = tally.requests[(protocol, status)] = [0.0, 0.0]
+    record[0] += 1
+    record[1] += size
+    buckets = tally.hist.get(protocol)
+    if buckets is None:
+        buckets = tally.hist[protocol] = [0.0] * (len(DURATION_BUCKETS) + 2)
+    buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1  # le: the first bound >= seconds
+    buckets[-1] += seconds
+    if tally.thread is None and _multiprocess:
+        _start_flusher(tally)
 
 
 def lookup(layer: str, hit: bool) -> None:
-    count("iipsrv_cache_lookups", (layer, "hit" if hit else "miss"))
+    """A cache lookup of ``layer`` and whether it found what it looked for."""
+    tally = _tally
+    if _enabled and not tally.suspended:
+        lookups = tally.lookups
+        lookups[(layer, hit)] = lookups.get((layer, hit), 0) + 1
 
 
 @contextlib.contextmanager
@@ -176,11 +190,9 @@ def suspended() -> Iterator[None]:
 # -- writing the files ------------------------------------------------------------------------------
 
 
-def _ensure_flusher() -> None:
-    tally = _tally
-    if _multiprocess and tally.thread is None:
-        tally.thread = threading.Thread(target=_flush_loop, args=(tally,), name="metrics", daemon=True)
-        tally.thread.start()
+def _start_flusher(tally: _Tally) -> None:
+    tally.thread = threading.Thread(target=_flush_loop, args=(tally,), name="metrics", daemon=True)
+    tally.thread.start()
 
 
 def _flush_loop(tally: _Tally) -> None:
@@ -193,25 +205,38 @@ def _flush_loop(tally: _Tally) -> None:
             log.warning("writing metrics failed", exc_info=True)
 
 
+def _totals(tally: _Tally) -> dict[tuple[str, tuple[str, ...]], float]:
+    """Every counter series of this process with its total so far."""
+    # list(d.items()) copies in one step: other threads may add keys meanwhile.
+    totals: dict[tuple[str, tuple[str, ...]], float] = {}
+    for (protocol, status), (requests, sent) in list(tally.requests.items()):
+        totals[("iipsrv_requests", (protocol, str(status)))] = requests
+        key = ("iipsrv_response_bytes", (protocol,))
+        totals[key] = totals.get(key, 0.0) + sent
+    for (layer, hit), found in list(tally.lookups.items()):
+        totals[("iipsrv_cache_lookups", (layer, "hit" if hit else "miss"))] = found
+    with tally.lock:
+        totals.update(tally.counts)
+    return totals
+
+
 def flush() -> None:
     """Add what was counted since the last flush to this process's values."""
     tally = _tally
     with tally.flushing:
-        with tally.lock:
-            counts = dict(tally.counts)
-            hist = {labels: list(buckets) for labels, buckets in tally.hist.items()}
-        for key, total in counts.items():
-            delta = total - tally.written_counts.get(key, 0.0)
+        for key, total in _totals(tally).items():
+            delta = total - tally.written.get(key, 0.0)
             if delta:
                 name, labels = key
                 family = _family(name)
                 (family.labels(*labels) if labels else family).inc(delta)
-                tally.written_counts[key] = total
-        for labels, buckets in hist.items():
-            written = tally.written_hist.get(labels) or [0.0] * len(buckets)
+                tally.written[key] = total
+        for protocol, counted in list(tally.hist.items()):
+            buckets = list(counted)
+            written = tally.written_hist.get(protocol) or [0.0] * len(buckets)
             if buckets == written:
                 continue
-            child = _family("iipsrv_request_duration_seconds").labels(*labels)
+            child = _family("iipsrv_request_duration_seconds").labels(protocol)
             # prometheus_client has no public call to add many observations at once; its
             # histogram keeps one value per bucket and one for the sum (a test reads the
             # exposition back, so a change of these internals fails loudly).
@@ -219,7 +244,7 @@ def flush() -> None:
                 if buckets[i] != written[i]:
                     child._buckets[i].inc(buckets[i] - written[i])
             child._sum.inc(buckets[-1] - written[-1])
-            tally.written_hist[labels] = buckets
+            tally.written_hist[protocol] = buckets
 
 
 def count_now(name: str, labels: tuple[str, ...] = ()) -> None:
