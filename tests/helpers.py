@@ -125,3 +125,33 @@ def padded_form(form: bytes, size: int) -> bytes:
     of 99 characters: under MAX_PARAMETER_LENGTH, so that only the body's size decides."""
     padded = form + (b"x" * 99 + b"&") * (max(0, size - len(form)) // 100 + 1)
     return padded[:size]
+
+
+def write_uniform_pyramid(path: Any, width: int, height: int, tile: int, colour: tuple[int, int, int]) -> None:
+    """A tiled BigTIFF pyramid (levels halving down to one tile) whose every tile is the same
+    pre-compressed block of ``colour``: gigapixel geometry in a few MB, written in a second."""
+    import zlib
+
+    import numpy as np
+    import tifffile
+
+    pixels = np.empty((tile, tile, 3), np.uint8)
+    pixels[:] = colour
+    block = zlib.compress(pixels.tobytes())
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        first = True
+        while True:
+            count = -(-width // tile) * -(-height // tile)
+            tif.write(
+                (block for _ in range(count)),  # pre-compressed tiles, written as they are
+                shape=(height, width, 3),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                compression="zlib",
+                photometric="rgb",
+                subfiletype=0 if first else 1,
+                metadata=None,
+            )
+            if width <= tile and height <= tile:
+                break
+            width, height, first = -(-width // 2), -(-height // 2), False

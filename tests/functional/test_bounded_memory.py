@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
-import tifffile
 
 from tests import helpers
 
@@ -43,26 +41,7 @@ sys.stdout.buffer.write(result.body)
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory) -> str:
     directory = tmp_path_factory.mktemp("wide")
-    tile = np.empty((TILE, TILE, 3), np.uint8)
-    tile[:] = COLOUR
-    block = zlib.compress(tile.tobytes())
-    with tifffile.TiffWriter(directory / "wide.tif", bigtiff=True) as tif:
-        width, height, first = WIDTH, HEIGHT, True
-        while True:
-            count = -(-width // TILE) * -(-height // TILE)
-            tif.write(
-                (block for _ in range(count)),  # pre-compressed tiles, written as they are
-                shape=(height, width, 3),
-                dtype=np.uint8,
-                tile=(TILE, TILE),
-                compression="zlib",
-                photometric="rgb",
-                subfiletype=0 if first else 1,
-                metadata=None,
-            )
-            if width <= TILE and height <= TILE:
-                break
-            width, height, first = -(-width // 2), -(-height // 2), False
+    helpers.write_uniform_pyramid(directory / "wide.tif", WIDTH, HEIGHT, TILE, COLOUR)
     return f"{directory}/"
 
 

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections import Counter
 from typing import Any
 
@@ -228,26 +227,7 @@ def huge(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 100,000 x 20,000 tiled pyramid (every tile the same compressed block) and a
     100,000 x 64 image stored as one uncompressed strip."""
     directory = tmp_path_factory.mktemp("huge")
-    tile = np.empty((TILE, TILE, 3), np.uint8)
-    tile[:] = COLOUR
-    block = zlib.compress(tile.tobytes())
-    with tifffile.TiffWriter(directory / "wide.tif", bigtiff=True) as tif:
-        width, height, first = WIDE, HIGH, True
-        while True:
-            count = -(-width // TILE) * -(-height // TILE)
-            tif.write(
-                (block for _ in range(count)),
-                shape=(height, width, 3),
-                dtype=np.uint8,
-                tile=(TILE, TILE),
-                compression="zlib",
-                photometric="rgb",
-                subfiletype=0 if first else 1,
-                metadata=None,
-            )
-            if width <= TILE and height <= TILE:
-                break
-            width, height, first = -(-width // 2), -(-height // 2), False
+    helpers.write_uniform_pyramid(directory / "wide.tif", WIDE, HIGH, TILE, COLOUR)
     band = np.zeros((64, WIDE, 3), np.uint8)
     band[:, :, 0] = (np.arange(WIDE) % 251).astype(np.uint8)
     tifffile.imwrite(directory / "band.tif", band, photometric="rgb", rowsperstrip=64, metadata=None)

@@ -412,18 +412,13 @@ http {{
 """
 
 
-class Nginx(Managed):
-    def __init__(self, workdir: str, upstream: str, keep_conn: bool = True, upstream_block: str | None = None) -> None:
-        binary = helpers.require_binary("nginx")
-        self.port = free_port()
-        self.workdir = os.path.join(workdir, "nginx")
-        os.makedirs(self.workdir, exist_ok=True)
-        conf = os.path.join(self.workdir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(nginx_conf(self.workdir, self.port, upstream, keep_conn, upstream_block))
-        error_log = os.path.join(self.workdir, "error.log")
-        argv = [binary, "-p", self.workdir + "/", "-e", error_log, "-c", conf]
-        super().__init__("nginx", argv, self.workdir)
+class WebServer(Managed):
+    """A web server of the tests' own on a free loopback port, its files in ``workdir``."""
+
+    def __init__(self, name: str, argv: list[str], workdir: str, port: int, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.workdir = workdir
+        super().__init__(name, argv, workdir, env)
         try:
             self.wait_accepting(("127.0.0.1", self.port))
         except BaseException:
@@ -434,12 +429,25 @@ class Nginx(Managed):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def url(self, query: str = "", path: str = FCGI_PATH) -> str:
-        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
-
     def error_log(self) -> str:
         with open(os.path.join(self.workdir, "error.log"), errors="replace") as f:
             return f.read()
+
+
+class Nginx(WebServer):
+    def __init__(self, workdir: str, upstream: str, keep_conn: bool = True, upstream_block: str | None = None) -> None:
+        binary = helpers.require_binary("nginx")
+        port = free_port()
+        workdir = os.path.join(workdir, "nginx")
+        os.makedirs(workdir, exist_ok=True)
+        conf = os.path.join(workdir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_conf(workdir, port, upstream, keep_conn, upstream_block))
+        error_log = os.path.join(workdir, "error.log")
+        super().__init__("nginx", [binary, "-p", workdir + "/", "-e", error_log, "-c", conf], workdir, port)
+
+    def url(self, query: str = "", path: str = FCGI_PATH) -> str:
+        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
 
 
 # -- a whole front end: nginx in front of iipsrv-py --------------------------------------------------
