@@ -148,7 +148,12 @@ class Worker:
             self.connection._keepGoing = False  # ends a kept-alive connection after this request
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        self.app.request_cache_clear()
+        if self.busy:
+            self.app.request_cache_clear()  # emptied before the next request, never under this one
+        else:
+            # Idle (in the responder's loop, outside the application): empty them now, so that
+            # a worker no request reaches for a while gives its memory back at once too.
+            self.app.clear_caches()
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
