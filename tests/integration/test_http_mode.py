@@ -44,6 +44,8 @@ def test_server_header_names_this_server_once(workdir: str) -> None:
 def test_metrics_add_up_over_gunicorn_workers(workdir: str) -> None:
     """The --http mode's workers are gunicorn's, forked after the metrics directory was made:
     /metrics sums them as it does the FastCGI pool's."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from prometheus_client.parser import text_string_to_metric_families
 
     port = servers.free_port()
@@ -51,34 +53,43 @@ def test_metrics_add_up_over_gunicorn_workers(workdir: str) -> None:
     env = servers.base_env(FILESYSTEM_PREFIX=helpers.fixture_dir() + "/", VERBOSITY="2", LOGFILE=log)
     argv = [servers.IIPSRV, "--http", f"127.0.0.1:{port}", "--workers", "2"]
     server = servers.Managed("iipsrv-py-http", argv, workdir, env)
-    try:
-        server.wait_accepting(("127.0.0.1", port))
-        sent = 0
-        for n in range(24):  # a connection each: gunicorn's sync workers take turns
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            try:
-                connection.request("GET", f"/?FIF={TABLES}&JTL=4,{n}")
-                response = connection.getresponse()
-                assert response.status == 200
-                sent += len(response.read())
-            finally:
-                connection.close()
-        time.sleep(1.5)  # each worker writes its tallies once a second
+
+    def get(path: str) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
-            connection.request("GET", "/metrics")
-            text = connection.getresponse().read().decode()
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read()
         finally:
             connection.close()
+
+    def answering() -> set[str]:
+        with open(log) as f:
+            return set(re.findall(r"iipsrv-py\[(\d+)\] INFO GET /\?FIF=", f.read()))
+
+    try:
+        server.wait_accepting(("127.0.0.1", port))
+        sent, count = 0, 0
+        # Views rendered four at a time, batch after batch until both workers have answered
+        # some (which one accepts a connection is gunicorn's business): every one is counted.
+        with ThreadPoolExecutor(4) as pool:
+            deadline = time.monotonic() + 20
+            while len(answering()) < 2 and time.monotonic() < deadline:
+                paths = [f"/?FIF={TABLES}&WID={200 + count + i}&CVT=jpeg" for i in range(8)]
+                for status, body in pool.map(get, paths):
+                    assert status == 200
+                    sent += len(body)
+                count += len(paths)
+        assert len(answering()) == 2, "both workers answered part of the requests"
+        time.sleep(1.5)  # each worker writes its tallies once a second
+        status, body = get("/metrics")
+        assert status == 200
     finally:
         server.stop()
     values = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in text_string_to_metric_families(body.decode())
         for sample in family.samples
     }
-    with open(log) as f:
-        answering = set(re.findall(r"iipsrv-py\[(\d+)\] INFO GET /\?FIF=", f.read()))
-    assert len(answering) == 2, "both workers answered part of the requests"
-    assert values[("iipsrv_requests_total", (("protocol", "IIP"), ("status", "200")))] == 24
+    assert values[("iipsrv_requests_total", (("protocol", "IIP"), ("status", "200")))] == count
     assert values[("iipsrv_response_bytes_total", (("protocol", "IIP"),))] == sent
