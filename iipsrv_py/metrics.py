@@ -14,9 +14,9 @@ prometheus_client reads the directory from the environment when it is first impo
 ``setup`` runs before anything imports it, and nothing here imports it at module level.
 
 Metrics: requests by protocol and status, their duration (histogram) and response bytes by
-protocol; cache lookups per layer (``response``: a worker's whole responses and request-text
-shortcuts, ``memcached``, ``pixels``: decoded tiles, strips and levels, ``metadata``: opened
-images, ``s3``: object blocks) and their result; S3 requests by operation and bytes received;
+protocol; cache lookups per layer (``shortcut``: request text to an earlier response,
+``response``: a worker's whole responses, ``memcached``, ``pixels``: decoded tiles,
+``metadata``: opened images, ``s3``: object blocks) and their result; S3 requests by operation and bytes received;
 worker restarts by reason (``exited``, ``timeout``).  Requests answered during warm-up are not
 counted.
 """
@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -196,9 +197,8 @@ def _start_flusher(tally: _Tally) -> None:
 
 
 def _flush_loop(tally: _Tally) -> None:
-    stop = threading.Event()
     while tally is _tally:
-        stop.wait(FLUSH_INTERVAL)
+        time.sleep(FLUSH_INTERVAL)
         try:
             flush()
         except Exception:  # metrics never fail a worker
@@ -263,13 +263,12 @@ def exposition() -> bytes:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     flush()
-    if _multiprocess:
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
-        return bytes(generate_latest(registry))
     registry = CollectorRegistry()
-    for name in FAMILIES:
-        registry.register(_family(name))
+    if _multiprocess:
+        MultiProcessCollector(registry)
+    else:
+        for name in FAMILIES:
+            registry.register(_family(name))
     return bytes(generate_latest(registry))
 
 

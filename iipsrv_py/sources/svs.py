@@ -28,9 +28,10 @@ import tifffile
 from ..errors import ImageDecodeError, NotFound, ServerError, TooLarge
 from .base import ImageSource, check_decode_unit
 from .memory import ArraySource, halving_sizes
-from .stream_headers import STREAM_HEADER_BYTES, check_stream
+from .stream_headers import STREAM_HEADER_BYTES
 from .tiff_describe import Description
 from .tiff_structure import IMAGE_DESCRIPTION, IfdSummary, TiffStructure
+from .tiff_tiles import check_segment_stream
 
 APERIO_PREFIX = "Aperio"
 COMPRESSION_JP2K_YCBCR = 33003
@@ -93,16 +94,10 @@ def _as_rgb8(pixels: np.ndarray, page: tifffile.TiffPage) -> np.ndarray:
 def _check_streams(structure: TiffStructure, page: tifffile.TiffPage, name: str) -> None:
     """Each stored strip (tile) of a picture decoded whole, refused before tifffile decodes it
     when its own compressed stream declares more pixels than the strip holds."""
-    if page.is_tiled:
-        nominal = (int(page.tilewidth), int(page.tilelength))
-    else:
-        rows = int(page.rowsperstrip or 0)
-        nominal = (int(page.imagewidth), min(rows, page.imagelength) if rows > 0 else int(page.imagelength))
-    bytes_per_pixel = int(page.samplesperpixel) * max(1, np.dtype(page.dtype).itemsize)
     for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts, strict=False)):
         if count:
             head = structure.blob.read_at(int(offset), min(int(count), STREAM_HEADER_BYTES))
-            check_stream(name, f"strip {index}", head, nominal, bytes_per_pixel)
+            check_segment_stream(name, f"strip {index}", head, page)
 
 
 class Aperio:

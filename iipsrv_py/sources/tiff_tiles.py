@@ -71,7 +71,7 @@ class TileReader:
         data = self._read(offset, count, f"tile {index}")
         # Sent as stored, never decoded here: its header is checked all the same, so that a
         # damaged or oversized frame does not reach a browser either.
-        check_stream(self._name, f"tile {index}", data, _nominal_size(page), _bytes_per_pixel(page))
+        check_segment_stream(self._name, f"tile {index}", data, page)
         return standalone_jpeg(data, page.jpegtables, self._decoding.rgb_jpeg)
 
     @property
@@ -152,7 +152,7 @@ class TileReader:
             # More bytes than any segment a worker decodes could take, compressed or not.
             raise ImageDecodeError("damaged image", f"{self._name}: segment {index} of {count} bytes")
         data = self._read(offset, count, f"segment {index}")
-        check_stream(self._name, f"segment {index}", data, _nominal_size(page), _bytes_per_pixel(page))
+        check_segment_stream(self._name, f"segment {index}", data, page)
         try:
             decoded, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
         except ServerError:  # tifffile may read lazily loaded tag values (JPEGTables) here
@@ -236,6 +236,12 @@ class TileReader:
                     out[r - y + i] = np.frombuffer(data, dtype).reshape(w, per_pixel)
             r += count
         return out
+
+
+def check_segment_stream(name: str, what: str, data: bytes, page: tifffile.TiffPage) -> None:
+    """``stream_headers.check_stream`` for a stored segment of ``page``: the size its own
+    compressed header declares against the page's tile or strip size."""
+    check_stream(name, what, data, _nominal_size(page), _bytes_per_pixel(page))
 
 
 def _nominal_size(page: tifffile.TiffPage) -> tuple[int, int]:
